@@ -1,0 +1,2 @@
+# Kraya CRM: leads, deals and follow-ups for small Indian sales teams.
+# The classes are registered from tryton.cfg.

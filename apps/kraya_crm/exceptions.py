@@ -1,0 +1,13 @@
+from trytond.model.exceptions import ValidationError
+
+
+class InvalidPhoneError(ValidationError):
+    pass
+
+
+class LeadConvertError(ValidationError):
+    pass
+
+
+class LostReasonRequired(ValidationError):
+    pass
