@@ -16,6 +16,7 @@ from .lead import OwnedMixin
 class Deal(OwnedMixin, ModelSQL, ModelView):
     "Something a customer may buy, moving through the pipeline stages."
     __name__ = 'crm.deal'
+    __string__ = "Deal"
     _rec_name = 'title'
 
     title = fields.Char("Title", required=True)
@@ -161,6 +162,7 @@ class Deal(OwnedMixin, ModelSQL, ModelView):
 class DealLine(ModelSQL, ModelView):
     "A product or service offered in a deal."
     __name__ = 'crm.deal.line'
+    __string__ = "Deal Line"
     deal = fields.Many2One(
         'crm.deal', "Deal", required=True, ondelete='CASCADE')
     product = fields.Many2One('product.product', "Product")
@@ -209,6 +211,7 @@ class DealLine(ModelSQL, ModelView):
 class StageHistory(ModelSQL, ModelView):
     "A deal entering a stage: who moved it, when, and how long it sat before."
     __name__ = 'crm.deal.stage_history'
+    __string__ = "Deal Stage Change"
     deal = fields.Many2One(
         'crm.deal', "Deal", required=True, ondelete='CASCADE')
     from_stage = fields.Many2One('crm.stage', "From Stage", ondelete='RESTRICT')

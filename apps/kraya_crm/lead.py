@@ -53,6 +53,7 @@ class OwnedMixin:
 class Lead(OwnedMixin, ModelSQL, ModelView):
     "A person who may buy: one row per person, however they reached us."
     __name__ = 'crm.lead'
+    __string__ = "Lead"
     _rec_name = 'name'
 
     name = fields.Char("Contact Name", required=True)

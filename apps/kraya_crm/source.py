@@ -4,6 +4,7 @@ from trytond.model import DeactivableMixin, ModelSQL, ModelView, Unique, fields
 class Source(DeactivableMixin, ModelSQL, ModelView):
     "Where leads come from: WhatsApp, a web form, an import, a portal."
     __name__ = 'crm.source'
+    __string__ = "Lead Source"
     name = fields.Char("Name", required=True, translate=True)
     code = fields.Char(
         "Code", required=True,

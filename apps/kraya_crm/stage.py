@@ -5,6 +5,7 @@ from trytond.model import (
 class Stage(DeactivableMixin, sequence_ordered(), ModelSQL, ModelView):
     "A step of the sales pipeline a deal moves through."
     __name__ = 'crm.stage'
+    __string__ = "Pipeline Stage"
     name = fields.Char("Name", required=True, translate=True)
     probability = fields.Integer(
         "Probability %", required=True,

@@ -6,6 +6,7 @@ from trytond.transaction import Transaction
 class Task(Workflow, ModelSQL, ModelView):
     "Something a person has to do for a lead or a deal: a call, a visit."
     __name__ = 'crm.task'
+    __string__ = "Task"
     name = fields.Char("Task", required=True)
     lead = fields.Many2One('crm.lead', "Lead", ondelete='CASCADE')
     deal = fields.Many2One('crm.deal', "Deal", ondelete='CASCADE')

@@ -7,6 +7,7 @@ from trytond.transaction import Transaction
 class Team(DeactivableMixin, ModelSQL, ModelView):
     "A sales team: reps see the unassigned leads and deals of their teams."
     __name__ = 'crm.team'
+    __string__ = "Sales Team"
     name = fields.Char("Name", required=True, translate=True)
     manager = fields.Many2One('res.user', "Manager")
     members = fields.Many2Many(
@@ -20,6 +21,7 @@ class Team(DeactivableMixin, ModelSQL, ModelView):
 
 class TeamMember(ModelSQL):
     __name__ = 'crm.team-res.user'
+    __string__ = "Sales Team Member"
     team = fields.Many2One(
         'crm.team', "Team", required=True, ondelete='CASCADE')
     user = fields.Many2One(

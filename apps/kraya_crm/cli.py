@@ -1,0 +1,166 @@
+"""./crm: set up and run Kraya CRM. The bash script `crm` makes the
+virtualenv and hands over here."""
+import argparse
+import getpass
+import os
+import shutil
+import subprocess
+import sys
+
+from . import sites
+from .sites import Site, SiteError
+
+DEMO_LOGINS = [
+    ('admin', 'admin', "Administrator (everything, users, settings)"),
+    ('manager', 'manager', "CRM Manager: all leads and deals, configuration"),
+    ('rep', 'rep', "Sales Rep (Mumbai team): own and unassigned team leads"),
+    ('rep2', 'rep2', "Sales Rep (Mumbai team)"),
+    ('agent', 'agent', "Field Agent: own leads, deals and tasks, on the phone"),
+    ('accountant', 'accountant', "Accountant: reads deals and leads"),
+    ]
+
+
+def cmd_start(args):
+    "Set up everything on first run, then run web, cron and worker."
+    sites.ensure_sao()
+    sites.install_desk_customisation()
+    site = Site(args.site)
+    if not site.exists():
+        raise SiteError(
+            f'no site "{args.site}": create it with ./crm new-site {args.site}')
+    if not site.database_exists():
+        print(f'Creating site "{site.name}" with demo data '
+            '(first run, about a minute)...', flush=True)
+        sites.new_site(site.name, demo=True)
+    print_banner(site)
+    env = site.environ()
+    env['KRAYA_CONFIG'] = str(site.config_file)
+    env['KRAYA_DATABASE'] = site.database
+    env['PATH'] = os.path.dirname(sys.executable) + os.pathsep + env['PATH']
+    honcho = sites.bin_path('honcho')
+    os.chdir(sites.ROOT)
+    os.execve(honcho, [honcho, 'start', '-f', str(sites.ROOT / 'Procfile')],
+        env)
+
+
+def print_banner(site):
+    print()
+    print(f'Kraya CRM is starting at {site.url}')
+    if (site.path / '.demo').exists():
+        print('Demo logins (login / password):')
+        for login, password, role in DEMO_LOGINS:
+            print(f'  {login:<11} {password:<11} {role}')
+    print('Press Ctrl-C to stop.')
+    print(flush=True)
+
+
+def cmd_new_site(args):
+    "Create a site: its trytond.conf and a database with the modules."
+    password = None
+    if not args.demo:
+        password = ask_password()
+    site = sites.new_site(
+        args.name, db_uri=args.db, demo=args.demo, admin_password=password,
+        listen=args.listen)
+    print(f'Site "{site.name}" is ready in {site.path}.')
+    print(f'Run it with: ./crm start --site {site.name}')
+
+
+def ask_password():
+    if not sys.stdin.isatty():
+        password = os.environ.get('KRAYA_ADMIN_PASSWORD')
+        if password:
+            return password
+        raise SiteError('set the admin password in KRAYA_ADMIN_PASSWORD '
+            'or run ./crm new-site from a terminal')
+    while True:
+        password = getpass.getpass('Password for "admin": ')
+        if password and password == getpass.getpass('Again: '):
+            return password
+        print('The passwords are empty or differ; try again.')
+
+
+def cmd_migrate(args):
+    "Update a site's database after a code change."
+    site = Site(args.site)
+    if not site.exists():
+        raise SiteError(f'no site "{args.site}"')
+    site.migrate()
+    print(f'Site "{site.name}" is up to date.')
+
+
+def cmd_test(args):
+    "Install what the tests need and run the whole suite with pytest."
+    ensure_chromium()
+    sites.ensure_sao()
+    sites.install_desk_customisation()
+    env = os.environ.copy()
+    env['KRAYA_ROOT'] = str(sites.ROOT)
+    os.chdir(sites.ROOT)
+    result = subprocess.run(
+        [sys.executable, '-m', 'pytest', *args.pytest_args], env=env)
+    sys.exit(result.returncode)
+
+
+def ensure_chromium():
+    "Debian's chromium drives the browser tests; a test tool cannot fetch one."
+    if shutil.which('chromium') or os.path.exists('/usr/bin/chromium'):
+        return
+    if os.geteuid() != 0 and not shutil.which('sudo'):
+        raise SiteError('the browser tests need Debian\'s chromium: '
+            'apt-get install chromium')
+    sudo = [] if os.geteuid() == 0 else ['sudo']
+    print('Installing Debian\'s chromium for the browser tests...', flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND='noninteractive')
+    subprocess.run([*sudo, 'apt-get', 'update', '-qq'], check=True, env=env)
+    subprocess.run([*sudo, 'apt-get', 'install', '-y', '-qq', 'chromium'],
+        check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def parser():
+    root = argparse.ArgumentParser(
+        prog='./crm', description="Kraya CRM: set up, run and test.")
+    commands = root.add_subparsers(dest='command', metavar='COMMAND')
+
+    start = commands.add_parser('start', help=cmd_start.__doc__)
+    start.add_argument('--site', default='default')
+    start.set_defaults(func=cmd_start)
+
+    test = commands.add_parser('test', help=cmd_test.__doc__)
+    test.add_argument('pytest_args', nargs=argparse.REMAINDER,
+        help="passed to pytest, e.g. -k rules")
+    test.set_defaults(func=cmd_test)
+
+    new = commands.add_parser('new-site', help=cmd_new_site.__doc__)
+    new.add_argument('name')
+    new.add_argument('--db', metavar='URI',
+        help="postgresql://user@host:5432/dbname (default: SQLite in the site)")
+    new.add_argument('--demo', action='store_true',
+        help="load the demo data and set admin/admin")
+    new.add_argument('--listen', metavar='HOST:PORT',
+        help="where the web server listens (default 127.0.0.1:8000)")
+    new.set_defaults(func=cmd_new_site)
+
+    migrate = commands.add_parser('migrate', help=cmd_migrate.__doc__)
+    migrate.add_argument('--site', default='default')
+    migrate.set_defaults(func=cmd_migrate)
+    return root
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    if not args.command:
+        parser().print_help()
+        return 2
+    try:
+        args.func(args)
+    except SiteError as exception:
+        print(f'crm: {exception}', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""Sites: a folder under sites/ holding trytond.conf, the SQLite file and
+the filestore, and the database behind it. Used by the ./crm commands and
+by the test suite, so the tests build a site the way a user does."""
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.parse
+from pathlib import Path
+
+ROOT = Path(os.environ.get('KRAYA_ROOT') or Path.cwd()).resolve()
+SITES = ROOT / 'sites'
+TEMPLATE = SITES / 'default' / 'trytond.conf'
+SAO_VERSION = '8.0.11'
+SAO_DIR = ROOT / '.sao'
+MODULES = ['kraya_crm']
+DEMO_ADMIN_PASSWORD = 'admin'
+
+
+class SiteError(Exception):
+    "A problem the user can fix, reported without a traceback."
+
+
+def bin_path(name):
+    "A console script of the virtualenv running us."
+    return str(Path(sys.executable).parent / name)
+
+
+class Site:
+
+    def __init__(self, name, root=None):
+        self.name = name
+        self.path = (Path(root) if root else SITES) / name
+        self.config_file = self.path / 'trytond.conf'
+
+    @property
+    def database(self):
+        return self.config().get('kraya_crm', 'database', fallback=self.name)
+
+    def config(self):
+        import configparser
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(self.config_file)
+        return parser
+
+    @property
+    def database_uri(self):
+        return self.config().get('database', 'uri', fallback='sqlite://')
+
+    @property
+    def is_sqlite(self):
+        return self.database_uri.startswith('sqlite')
+
+    @property
+    def url(self):
+        listen = self.config().get('web', 'listen', fallback='127.0.0.1:8000')
+        host, port = listen.rsplit(':', 1)
+        if host in {'0.0.0.0', '*', ''}:
+            host = '127.0.0.1'
+        return f'http://{host}:{port}/'
+
+    def exists(self):
+        return self.config_file.exists()
+
+    def database_exists(self):
+        if self.is_sqlite:
+            return (self.path / f'{self.database}.sqlite').exists()
+        import psycopg2
+        with _pg_connect(self.database_uri) as conn, conn.cursor() as cur:
+            cur.execute(
+                'SELECT 1 FROM pg_database WHERE datname = %s',
+                (self.database,))
+            return cur.fetchone() is not None
+
+    def write_config(self, db_uri=None, listen=None):
+        "Write trytond.conf from the default site's, pointing at this site."
+        text = TEMPLATE.read_text()
+        if db_uri:
+            server, database = _split_db_uri(db_uri)
+            text = text.replace('uri = sqlite://', f'uri = {server}')
+            text = text.replace('database = default', f'database = {database or self.name}')
+        else:
+            text = text.replace('database = default', f'database = {self.name}')
+        if listen:
+            text = text.replace('listen = 127.0.0.1:8000', f'listen = {listen}')
+        text = text.replace('Kraya CRM site "default"', f'Kraya CRM site "{self.name}"')
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(text)
+
+    def create_database(self, admin_password=None, admin_email='admin@localhost'):
+        """Create the database, activate the modules and set the admin
+        password (asked by trytond-admin on the terminal when None)."""
+        if self.is_sqlite:
+            (self.path / f'{self.database}.sqlite').touch()
+        else:
+            _pg_create(self.database_uri, self.database)
+        env = self.environ()
+        with tempfile.TemporaryDirectory() as tmp:
+            if admin_password is not None:
+                passfile = Path(tmp) / 'password'
+                passfile.write_text(admin_password + '\n')
+                passfile.chmod(0o600)
+                env['TRYTONPASSFILE'] = str(passfile)
+            self.admin(
+                ['--all', '-u', *MODULES, '--activate-dependencies',
+                    '--email', admin_email], env=env)
+
+    def migrate(self):
+        "Update the modules of the site's database after a code change."
+        self.admin(['-u', *MODULES, '--activate-dependencies'])
+
+    def admin(self, args, env=None):
+        _run([bin_path('trytond-admin'), '-c', str(self.config_file),
+                '-d', self.database, *args], env=env or self.environ())
+
+    def load_demo(self):
+        _run([sys.executable, str(ROOT / 'fixtures' / 'demo.py'),
+                '--config', str(self.config_file),
+                '--database', self.database], env=self.environ())
+
+    def environ(self):
+        "The environment of every process of the site (see trytond.conf)."
+        env = os.environ.copy()
+        env.pop('TRYTOND_CONFIG', None)
+        env['KRAYA_ROOT'] = str(ROOT)
+        env['TRYTOND_DATABASE__PATH'] = str(self.path.resolve())
+        env['TRYTOND_WEB__ROOT'] = str(SAO_DIR)
+        return env
+
+    def drop_database(self):
+        if self.is_sqlite:
+            (self.path / f'{self.database}.sqlite').unlink(missing_ok=True)
+            (self.path / '.demo').unlink(missing_ok=True)
+        else:
+            _pg_drop(self.database_uri, self.database)
+
+    def drop(self):
+        "Remove the site and its database (used by the tests)."
+        if self.exists():
+            self.drop_database()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def new_site(name, db_uri=None, demo=False, admin_password=None,
+        listen=None, root=None):
+    """Create a site. A demo site gets admin/admin and the demo data;
+    otherwise the admin password is asked for (or given)."""
+    site = Site(name, root=root)
+    if site.exists() and site.database_exists():
+        raise SiteError(f'site "{name}" already exists in {site.path}')
+    if name != 'default' or root is not None or not site.exists():
+        site.write_config(db_uri=db_uri, listen=listen)
+    if demo:
+        # trytond-admin refuses a password as weak as "admin", which is
+        # fine for a demo: set a strong one, the demo loader sets "admin".
+        admin_password = secrets.token_urlsafe(16)
+    try:
+        site.create_database(admin_password=admin_password)
+        if demo:
+            site.load_demo()
+    except BaseException:
+        # Half a site would be taken for a ready one by the next start.
+        site.drop_database()
+        raise
+    return site
+
+
+def ensure_sao():
+    "Install the sao web client (the desk) from npm into .sao/ once."
+    index = SAO_DIR / 'dist' / 'tryton-sao.js'
+    marker = SAO_DIR / '.kraya-sao-version'
+    if index.exists() and marker.exists() and \
+            marker.read_text().strip() == SAO_VERSION and \
+            (SAO_DIR / 'node_modules' / 'jquery').exists():
+        return
+    if not shutil.which('npm'):
+        raise SiteError(
+            'npm is needed once to fetch the web client (sao); '
+            'install Node.js and npm (Debian: apt-get install npm)')
+    print(f'Installing the sao {SAO_VERSION} web client from npm...',
+        flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        _run(['npm', 'pack', '--silent', f'tryton-sao@{SAO_VERSION}'],
+            cwd=tmp, stdout=subprocess.DEVNULL)
+        tarball, = Path(tmp).glob('tryton-sao-*.tgz')
+        import tarfile
+        shutil.rmtree(SAO_DIR, ignore_errors=True)
+        with tarfile.open(tarball) as tar:
+            tar.extractall(tmp, filter='data')
+        shutil.move(str(Path(tmp) / 'package'), str(SAO_DIR))
+    _run(['npm', 'install', '--omit=dev', '--legacy-peer-deps', '--no-audit',
+            '--no-fund', '--loglevel=error'], cwd=SAO_DIR)
+    marker.write_text(SAO_VERSION + '\n')
+
+
+def install_desk_customisation():
+    "Copy our desk stylesheet and script next to sao's index.html."
+    static = Path(__file__).parent / 'static'
+    for name in ['custom.css', 'custom.js']:
+        if (static / name).exists():
+            shutil.copy(static / name, SAO_DIR / name)
+
+
+def _run(args, **kwargs):
+    try:
+        subprocess.run(args, check=True, **kwargs)
+    except subprocess.CalledProcessError as exception:
+        raise SiteError(
+            f'{Path(args[0]).name} failed (exit {exception.returncode}): '
+            + ' '.join(map(str, args))) from exception
+
+
+def _split_db_uri(uri):
+    "postgresql://host:5432/name -> ('postgresql://host:5432/', 'name')"
+    parts = urllib.parse.urlparse(uri)
+    if parts.scheme not in {'postgresql', 'postgres'}:
+        raise SiteError(f'unsupported database URI {uri!r}: use postgresql://')
+    return (urllib.parse.urlunparse(parts._replace(scheme='postgresql', path='/')),
+        parts.path.strip('/') or None)
+
+
+def _pg_server(uri):
+    "The maintenance connection string for a postgresql:// server URI."
+    parts = urllib.parse.urlparse(uri)
+    return urllib.parse.urlunparse(parts._replace(path='/postgres'))
+
+
+def _pg_connect(uri):
+    import psycopg2
+    try:
+        conn = psycopg2.connect(_pg_server(uri))
+    except psycopg2.OperationalError as exception:
+        raise SiteError(
+            f'cannot reach PostgreSQL at {uri}: {exception}') from exception
+    conn.autocommit = True
+    return conn
+
+
+def _pg_create(uri, name):
+    conn = _pg_connect(uri)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                'SELECT 1 FROM pg_database WHERE datname = %s', (name,))
+            if not cur.fetchone():
+                cur.execute(f'CREATE DATABASE "{name}" ENCODING \'UTF8\' '
+                    "TEMPLATE template0")
+    finally:
+        conn.close()
+
+
+def _pg_drop(uri, name):
+    conn = _pg_connect(uri)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        conn.close()

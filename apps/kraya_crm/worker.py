@@ -1,0 +1,94 @@
+"""The site's queue worker. On PostgreSQL this is trytond-worker, woken by
+LISTEN/NOTIFY. SQLite has no notifications and trytond-worker refuses it,
+so there one process polls ir.queue: the same tasks, run the same way,
+off the request that queued them.
+
+    python -m kraya_crm.worker -c sites/default/trytond.conf -d default
+"""
+import logging
+import time
+
+import trytond.commandline as commandline
+import trytond.config as config
+
+logger = logging.getLogger(__name__)
+IDLE_SECONDS = 1.0
+
+
+def poll(database_name, name=None):
+    from trytond.pool import Pool
+    from trytond.transaction import Transaction
+    from trytond.worker import run_task
+    with Transaction().start(database_name, 0, readonly=True):
+        Pool(database_name).init()
+    logger.info("polling the queue of %s", database_name)
+    while True:
+        task_id = claim_next(database_name, name)
+        if task_id:
+            try:
+                run_task(database_name, task_id)
+            except Exception:
+                # run_task has logged and recorded it; keep serving.
+                pass
+        else:
+            time.sleep(IDLE_SECONDS)
+
+
+def claim_next(database_name, name=None):
+    """Mark the next due task as taken and return its id. ir.queue's own
+    pull needs RETURNING or a CTE SQLite rejects, so claim it in two steps
+    inside SQLite's single-writer transaction."""
+    import datetime as dt
+
+    from sql import Null
+
+    from trytond.pool import Pool
+    from trytond.transaction import Transaction
+    with Transaction().start(database_name, 0) as transaction:
+        queue = Pool().get('ir.queue').__table__()
+        cursor = transaction.connection.cursor()
+        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        where = (queue.dequeued_at == Null) & (
+            (queue.scheduled_at == Null) | (queue.scheduled_at <= now))
+        if name:
+            where &= queue.name == name
+        cursor.execute(*queue.select(queue.id, where=where,
+                order_by=[queue.scheduled_at.nulls_first,
+                    queue.expected_at.nulls_first], limit=1))
+        row = cursor.fetchone()
+        if not row:
+            return None
+        cursor.execute(*queue.update([queue.dequeued_at], [now],
+                where=(queue.id == row[0]) & (queue.dequeued_at == Null)))
+        transaction.commit()
+        return row[0]
+
+
+def main():
+    parser = commandline.get_parser_worker()
+    options = parser.parse_args()
+    config.update_etc(options.configfile)
+    commandline.config_log(options)
+    from trytond import backend
+    if backend.name != 'sqlite':
+        import trytond.worker as worker
+        from trytond.pool import Pool
+        Pool.start()
+        worker.work(options)
+        return
+    if not config.getboolean('queue', 'worker', default=False):
+        logger.info("[queue] worker is off: tasks run in the request")
+        return
+    from sql import Flavor
+    from trytond.pool import Pool
+    Flavor.set(backend.Database.flavor)
+    Pool.start()
+    database_name, = options.database_names
+    poll(database_name, options.name)
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except KeyboardInterrupt:
+        pass
