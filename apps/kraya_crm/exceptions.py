@@ -7,7 +7,3 @@ class InvalidPhoneError(ValidationError):
 
 class LeadConvertError(ValidationError):
     pass
-
-
-class LostReasonRequired(ValidationError):
-    pass

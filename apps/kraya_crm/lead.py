@@ -175,16 +175,22 @@ class Lead(OwnedMixin, ModelSQL, ModelView):
         return self.whatsapp or self.phone
 
     @classmethod
-    @ModelView.button
+    @ModelView.button_action('kraya_crm.act_deal_of_leads')
     def convert(cls, leads):
-        "Make each lead a customer (party) with an open deal."
+        "Convert to Deal, then show the new deals."
+        cls.convert_to_deals(leads)
+
+    @classmethod
+    def convert_to_deals(cls, leads):
+        """Make each lead a customer (party) with an open deal and return
+        the deals. Leads already converted are left as they are."""
         pool = Pool()
         Deal = pool.get('crm.deal')
         Stage = pool.get('crm.stage')
         Party = pool.get('party.party')
         leads = [l for l in leads if l.status != 'converted']
         if not leads:
-            return
+            return []
         stage = Stage.first_open()
         if not stage:
             raise LeadConvertError(gettext('kraya_crm.msg_no_open_stage'))

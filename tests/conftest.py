@@ -1,0 +1,79 @@
+"""A real Kraya CRM site for the HTTP and browser tests: made by the same
+code as ./crm new-site --demo, served by a real trytond process."""
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from kraya_crm import sites
+
+from .rpc import RpcSession
+
+TEST_DATABASE = os.environ.get('KRAYA_TEST_DATABASE', '').rstrip('/')
+SCREENSHOTS = Path(__file__).parent / 'screenshots'
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+class RunningSite:
+    "A demo site and its trytond web process."
+
+    def __init__(self, site, process):
+        self.site = site
+        self.process = process
+        self.url = site.url.rstrip('/')
+        self.database = site.database
+
+    def login(self, login, password=None):
+        "A JSON-RPC session as the desk opens it (password = login in the demo)."
+        return RpcSession(self.url, self.database, login,
+            password if password is not None else login)
+
+
+def wait_for(url, process, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f'trytond exited with {process.returncode}')
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f'{url} did not answer in {timeout}s')
+
+
+@pytest.fixture(scope='session')
+def crm_site(tmp_path_factory):
+    root = tmp_path_factory.mktemp('sites')
+    name = f'kraya_http_{os.getpid()}'
+    db_uri = f'{TEST_DATABASE}/{name}' if TEST_DATABASE else None
+    site = sites.new_site(name, db_uri=db_uri, demo=True, root=root,
+        listen=f'127.0.0.1:{free_port()}')
+    log = open(root / 'trytond.log', 'w')
+    process = subprocess.Popen(
+        [sites.bin_path('trytond'), '-c', str(site.config_file),
+            '-d', site.database],
+        env=site.environ(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(site.url, process)
+        yield RunningSite(site, process)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
+        site.drop()
+
+
+@pytest.fixture(scope='session')
+def screenshots():
+    SCREENSHOTS.mkdir(exist_ok=True)
+    return SCREENSHOTS
