@@ -32,6 +32,10 @@ def cmd_start(args):
         print(f'Creating site "{site.name}" with demo data '
             '(first run, about a minute)...', flush=True)
         sites.new_site(site.name, demo=True)
+    elif not site.is_up_to_date():
+        print('The code changed since the last start: updating the '
+            'database (./crm migrate)...', flush=True)
+        site.migrate()
     print_banner(site)
     env = site.environ()
     env['KRAYA_CONFIG'] = str(site.config_file)

@@ -67,7 +67,6 @@ class Site:
     def database_exists(self):
         if self.is_sqlite:
             return (self.path / f'{self.database}.sqlite').exists()
-        import psycopg2
         with _pg_connect(self.database_uri) as conn, conn.cursor() as cur:
             cur.execute(
                 'SELECT 1 FROM pg_database WHERE datname = %s',
@@ -110,6 +109,19 @@ class Site:
     def migrate(self):
         "Update the modules of the site's database after a code change."
         self.admin(['-u', *MODULES, '--activate-dependencies'])
+        self.mark_up_to_date()
+
+    @property
+    def _code_stamp(self):
+        return self.path / '.module-fingerprint'
+
+    def is_up_to_date(self):
+        "Whether the database was set up with the module code on disk now."
+        return (self._code_stamp.exists()
+            and self._code_stamp.read_text() == module_fingerprint())
+
+    def mark_up_to_date(self):
+        self._code_stamp.write_text(module_fingerprint())
 
     def admin(self, args, env=None):
         _run([bin_path('trytond-admin'), '-c', str(self.config_file),
@@ -160,11 +172,24 @@ def new_site(name, db_uri=None, demo=False, admin_password=None,
         site.create_database(admin_password=admin_password)
         if demo:
             site.load_demo()
+        site.mark_up_to_date()
     except BaseException:
         # Half a site would be taken for a ready one by the next start.
         site.drop_database()
         raise
     return site
+
+
+def module_fingerprint():
+    "A hash of the module's code, models and views."
+    import hashlib
+    digest = hashlib.sha256()
+    package = Path(__file__).parent
+    for path in sorted(package.rglob('*')):
+        if path.suffix in {'.py', '.xml', '.cfg'} and 'tests' not in path.parts:
+            digest.update(str(path.relative_to(package)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def ensure_sao():
@@ -228,14 +253,12 @@ def _pg_server(uri):
 
 
 def _pg_connect(uri):
-    import psycopg2
+    import psycopg
     try:
-        conn = psycopg2.connect(_pg_server(uri))
-    except psycopg2.OperationalError as exception:
+        return psycopg.connect(_pg_server(uri), autocommit=True)
+    except psycopg.OperationalError as exception:
         raise SiteError(
             f'cannot reach PostgreSQL at {uri}: {exception}') from exception
-    conn.autocommit = True
-    return conn
 
 
 def _pg_create(uri, name):
