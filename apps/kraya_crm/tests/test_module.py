@@ -180,5 +180,28 @@ class KrayaCrmTestCase(CompanyTestMixin, ModuleTestCase):
             self.assertEqual(context['crm_teams'], [team.id])
             self.assertEqual(context['user_id'], user.id)
 
+    @with_transaction()
+    def test_list_views_use_only_columns_the_desk_can_draw(self):
+        "sao has no datetime column: a list needs widget date and time."
+        from lxml import etree
+        pool = Pool()
+        View = pool.get('ir.ui.view')
+        for view in View.search([
+                    ('module', '=', self.module), ('type', '=', 'tree')]):
+            Model = pool.get(view.model)
+            result = Model.fields_view_get(view.id, 'tree')
+            for field in etree.fromstring(result['arch']).iter('field'):
+                name = field.get('name')
+                widget = field.get('widget') or result['fields'][name]['type']
+                with self.subTest(view=view.name, field=name):
+                    self.assertIn(widget, SAO_LIST_WIDGETS)
+
+
+# Sao.View.TreeXMLViewParser.WIDGETS in sao 8.0
+SAO_LIST_WIDGETS = {
+    'binary', 'boolean', 'callto', 'char', 'date', 'dict', 'email', 'float',
+    'image', 'integer', 'many2many', 'many2one', 'numeric', 'one2many',
+    'one2one', 'progressbar', 'reference', 'selection', 'multiselection',
+    'sip', 'text', 'time', 'timedelta', 'url'}
 
 del ModuleTestCase
