@@ -82,6 +82,11 @@ class Lead(OwnedMixin, ModelSQL, ModelView):
         help="The customer created when the lead was converted.")
     deals = fields.One2Many('crm.deal', 'lead', "Deals", readonly=True)
     tasks = fields.One2Many('crm.task', 'lead', "Tasks")
+    messages = fields.One2Many(
+        'crm.message', 'lead', "Timeline", readonly=True)
+    last_inbound_at = fields.Timestamp(
+        "Last Message From Lead", readonly=True,
+        help="Opens WhatsApp's 24-hour window for free-form replies.")
 
     @classmethod
     def __setup__(cls):

@@ -1,0 +1,119 @@
+"""Consent per lead and channel (DPDP Act 2023, WhatsApp opt-in rules):
+when and how a lead opted in, when and why they opted out. Senders ask
+Lead.may_contact before every message."""
+from trytond.model import Index, ModelSQL, ModelView, Unique, fields
+from trytond.pool import Pool, PoolMeta
+from trytond.pyson import Eval
+
+from .message import utcnow
+
+CONSENT_CHANNELS = [
+    ('whatsapp', "WhatsApp"),
+    ('email', "Email"),
+    ('sms', "SMS"),
+    ('call', "Phone Call"),
+    ]
+OPT_IN_HOW = [
+    (None, ""),
+    ('form', "Form checkbox"),
+    ('inbound_chat', "Messaged us first"),
+    ('import', "Import, with a stated basis"),
+    ('manual', "Recorded by staff"),
+    ]
+# Words that end WhatsApp messages for good, in the languages our leads use.
+STOP_WORDS = {'stop', 'unsubscribe', 'stop all', 'बंद', 'बन्द', 'रोको'}
+
+
+def is_stop_request(text):
+    return (text or '').strip().strip('.!').lower() in STOP_WORDS
+
+
+class Consent(ModelSQL, ModelView):
+    "Whether a lead may be messaged on a channel, and the proof."
+    __name__ = 'crm.lead.consent'
+    __string__ = "Consent"
+    lead = fields.Many2One(
+        'crm.lead', "Lead", required=True, ondelete='CASCADE')
+    channel = fields.Selection(CONSENT_CHANNELS, "Channel", required=True)
+    state = fields.Selection([
+            ('opted_in', "Opted in"),
+            ('opted_out', "Opted out"),
+            ], "State", required=True)
+    opted_in_at = fields.Timestamp("Opted In At")
+    opted_in_how = fields.Selection(OPT_IN_HOW, "How")
+    opted_in_basis = fields.Char("Basis",
+        help="The words the lead agreed to, or why an import may contact them.")
+    opted_out_at = fields.Timestamp("Opted Out At",
+        states={'invisible': Eval('state') != 'opted_out'})
+    opted_out_reason = fields.Char("Why",
+        states={'invisible': Eval('state') != 'opted_out'})
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        # Whoever may see the lead may see this.
+        cls.__access__.add('lead')
+        t = cls.__table__()
+        cls._sql_constraints += [
+            ('lead_channel_unique', Unique(t, t.lead, t.channel),
+                'kraya_crm.msg_consent_lead_channel_unique'),
+            ]
+        cls._sql_indexes.add(Index(t, (t.lead, Index.Range())))
+
+
+class Lead(metaclass=PoolMeta):
+    __name__ = 'crm.lead'
+    consents = fields.One2Many('crm.lead.consent', 'lead', "Consent")
+
+    def consent(self, channel):
+        for consent in self.consents:
+            if consent.channel == channel:
+                return consent
+
+    def may_contact(self, channel):
+        """Whether we may message the lead on the channel. WhatsApp needs an
+        opt-in; every channel stops at an opt-out."""
+        consent = self.consent(channel)
+        if consent is None:
+            return channel != 'whatsapp'
+        return consent.state == 'opted_in'
+
+    @classmethod
+    def opt_in(cls, leads, channel, how, basis=None):
+        "Record an opt-in, unless the lead opted out (that stands)."
+        Consent = Pool().get('crm.lead.consent')
+        now = utcnow()
+        to_save = []
+        for lead in leads:
+            consent = lead.consent(channel)
+            if consent and consent.state == 'opted_out':
+                continue
+            if consent is None:
+                consent = Consent(lead=lead, channel=channel,
+                    state='opted_in', opted_in_at=None)
+            if not consent.opted_in_at:
+                consent.opted_in_at = now
+                consent.opted_in_how = how
+                consent.opted_in_basis = basis
+                to_save.append(consent)
+        Consent.save(to_save)
+
+    @classmethod
+    def opt_out(cls, leads, channel, reason):
+        """Record an opt-out and return the leads that were not opted out
+        yet, so that the opt-out is acknowledged once."""
+        Consent = Pool().get('crm.lead.consent')
+        now = utcnow()
+        to_save, newly = [], []
+        for lead in leads:
+            consent = lead.consent(channel) or Consent(
+                lead=lead, channel=channel, state=None)
+            if consent.state == 'opted_out':
+                continue
+            consent.state = 'opted_out'
+            consent.opted_out_at = now
+            consent.opted_out_reason = reason
+            to_save.append(consent)
+            newly.append(lead)
+        Consent.save(to_save)
+        return newly

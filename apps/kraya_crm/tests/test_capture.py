@@ -1,0 +1,120 @@
+"One identity per person, consent and message statuses, in the database."
+import datetime as dt
+import unittest
+
+from trytond.modules.company.tests import create_company, set_company
+from trytond.pool import Pool
+from trytond.tests.test_tryton import activate_module, with_transaction
+
+
+class CaptureTestCase(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        activate_module('kraya_crm')
+
+    @with_transaction()
+    def test_capture_creates_unknown_person_with_source(self):
+        Lead = Pool().get('crm.lead')
+        with set_company(create_company()):
+            (lead, created), = Lead.capture(
+                [{'name': "Asha", 'phone': '+919876543210'}], source='website')
+            self.assertTrue(created)
+            self.assertEqual(lead.source.code, 'website')
+
+    @with_transaction()
+    def test_capture_matches_phone_whatsapp_or_email(self):
+        Lead = Pool().get('crm.lead')
+        with set_company(create_company()):
+            lead, = Lead.create([{
+                        'name': "Asha", 'phone': '9876543210',
+                        'email': 'asha@example.in'}])
+            results = Lead.capture([
+                    {'whatsapp': '+919876543210'},
+                    {'email': 'ASHA@example.in '},
+                    {'phone': '+919876543210', 'city': "Pune"},
+                    ])
+            self.assertEqual([(l, c) for l, c in results],
+                [(lead, False)] * 3)
+            self.assertEqual(Lead.search_count([]), 1)
+
+    @with_transaction()
+    def test_capture_fills_empty_fields_only(self):
+        Lead = Pool().get('crm.lead')
+        with set_company(create_company()):
+            lead, = Lead.create([{
+                        'name': "Asha K", 'phone': '9876543210'}])
+            Lead.capture([{'name': "Someone Else", 'phone': '+919876543210',
+                        'city': "Pune"}])
+            self.assertEqual(lead.name, "Asha K")
+            self.assertEqual(lead.city, "Pune")
+
+    @with_transaction()
+    def test_same_person_twice_in_one_batch_is_one_lead(self):
+        Lead = Pool().get('crm.lead')
+        with set_company(create_company()):
+            results = Lead.capture([
+                    {'name': "Ravi", 'phone': '+919811111111'},
+                    {'name': "Ravi S", 'email': 'ravi@example.in',
+                        'phone': '+919811111111'},
+                    ])
+            self.assertEqual(results[0][0], results[1][0])
+            self.assertEqual([c for _, c in results], [True, False])
+            self.assertEqual(Lead.search_count([]), 1)
+
+    @with_transaction()
+    def test_whatsapp_needs_opt_in_and_opt_out_stands(self):
+        Lead = Pool().get('crm.lead')
+        with set_company(create_company()):
+            lead, = Lead.create([{'name': "Asha", 'phone': '9876543210'}])
+            self.assertFalse(lead.may_contact('whatsapp'))
+            self.assertTrue(lead.may_contact('email'))
+            Lead.opt_in([lead], 'whatsapp', 'inbound_chat')
+            self.assertTrue(Lead(lead.id).may_contact('whatsapp'))
+            self.assertEqual(
+                Lead.opt_out([Lead(lead.id)], 'whatsapp', "STOP"), [lead])
+            self.assertEqual(
+                Lead.opt_out([Lead(lead.id)], 'whatsapp', "STOP"), [])
+            Lead.opt_in([Lead(lead.id)], 'whatsapp', 'form')
+            self.assertFalse(Lead(lead.id).may_contact('whatsapp'))
+
+    @with_transaction()
+    def test_message_status_never_moves_backwards(self):
+        pool = Pool()
+        Lead = pool.get('crm.lead')
+        Message = pool.get('crm.message')
+        with set_company(create_company()):
+            lead, = Lead.create([{'name': "Asha", 'phone': '9876543210'}])
+            message, = Message.create([{
+                        'lead': lead.id, 'direction': 'outbound',
+                        'channel': 'whatsapp', 'status': 'sent',
+                        'provider_id': 'wamid.1'}])
+            at = dt.datetime(2026, 11, 23, 10, 0)
+            Message.apply_statuses('whatsapp', [
+                    ('wamid.1', 'read', at, None, None),
+                    ('wamid.1', 'delivered', at, None, None),
+                    ('wamid.1', 'failed', at, '131026', "Undeliverable"),
+                    ('wamid.unknown', 'read', at, None, None),
+                    ])
+            message = Message(message.id)
+            self.assertEqual(message.status, 'read')
+            self.assertEqual(message.read_at, at)
+            self.assertIsNone(message.error_code)
+
+    @with_transaction()
+    def test_failed_status_keeps_error_code(self):
+        pool = Pool()
+        Lead = pool.get('crm.lead')
+        Message = pool.get('crm.message')
+        with set_company(create_company()):
+            lead, = Lead.create([{'name': "Asha", 'phone': '9876543210'}])
+            message, = Message.create([{
+                        'lead': lead.id, 'direction': 'outbound',
+                        'channel': 'whatsapp', 'status': 'sent',
+                        'provider_id': 'wamid.2'}])
+            Message.apply_statuses('whatsapp', [('wamid.2', 'failed',
+                        dt.datetime(2026, 11, 23), '131026', "Undeliverable")])
+            message = Message(message.id)
+            self.assertEqual(
+                (message.status, message.error_code), ('failed', '131026'))
+
