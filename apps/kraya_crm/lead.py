@@ -87,6 +87,9 @@ class Lead(OwnedMixin, ModelSQL, ModelView):
     last_inbound_at = fields.Timestamp(
         "Last Message From Lead", readonly=True,
         help="Opens WhatsApp's 24-hour window for free-form replies.")
+    replied_at = fields.Timestamp(
+        "Replied At", readonly=True,
+        help="When the lead last wrote back after we knew them.")
 
     @classmethod
     def __setup__(cls):
@@ -178,6 +181,35 @@ class Lead(OwnedMixin, ModelSQL, ModelView):
     @property
     def whatsapp_number(self):
         return self.whatsapp or self.phone
+
+    @property
+    def open_deal(self):
+        "The most recent open deal, where the lead's messages belong too."
+        deals = [d for d in self.deals if d.stage.kind == 'open']
+        return max(deals, key=lambda d: d.id) if deals else None
+
+    @classmethod
+    def record_inbound(cls, events):
+        """Note messages from leads: [(lead, at, is_reply)]. A reply is a
+        message from a lead we already knew; it marks the lead replied."""
+        latest = {}
+        for lead, at, is_reply in events:
+            last, replied = latest.get(lead.id, (None, None))
+            latest[lead.id] = (max(filter(None, [last, at])),
+                max(filter(None, [replied, at if is_reply else None]),
+                    default=None))
+        to_write = []
+        for lead in cls.browse(list(latest)):
+            at, replied = latest[lead.id]
+            values = {}
+            if not lead.last_inbound_at or at > lead.last_inbound_at:
+                values['last_inbound_at'] = at
+            if replied and (not lead.replied_at or replied > lead.replied_at):
+                values['replied_at'] = replied
+            if values:
+                to_write.extend(([lead], values))
+        if to_write:
+            cls.write(*to_write)
 
     @classmethod
     @ModelView.button_action('kraya_crm.act_deal_of_leads')

@@ -1,0 +1,64 @@
+"""What every public endpoint of ours shares: a per-client rate limit, a
+body size limit, and JSON answers."""
+import json
+import threading
+import time
+from collections import deque
+
+import trytond.config as config
+from trytond.protocols.wrappers import Response
+
+
+class RateLimiter:
+    """At most `limit` calls per `seconds` for each key (e.g. an IP), in
+    this process. A sliding window: no burst at a window's edge."""
+
+    def __init__(self, limit, seconds):
+        self.limit = limit
+        self.seconds = seconds
+        self._calls = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key):
+        now = time.monotonic()
+        with self._lock:
+            calls = self._calls.setdefault(key, deque())
+            while calls and calls[0] <= now - self.seconds:
+                calls.popleft()
+            if len(calls) >= self.limit:
+                return False
+            calls.append(now)
+            if len(self._calls) > 10_000:
+                # Forget idle clients so the table stays small.
+                for idle in [k for k, c in self._calls.items()
+                        if not c or c[-1] <= now - self.seconds]:
+                    del self._calls[idle]
+            return True
+
+
+def setting(name, default, type_=int):
+    "A [kraya_crm] setting of trytond.conf."
+    value = config.get('kraya_crm', name, default=None)
+    return default if value is None else type_(value)
+
+
+def client_ip(request):
+    "The caller's address (trytond applies [web] num_proxies to it)."
+    return request.remote_addr or 'unknown'
+
+
+def json_response(data, status=200, headers=None):
+    return Response(json.dumps(data), status=status, headers=headers,
+        content_type='application/json')
+
+
+def read_body(request, max_bytes):
+    """The raw body, or None when it is larger than max_bytes (answer 413).
+    Reads at most max_bytes + 1 bytes whatever Content-Length claims."""
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        return None
+    body = request.stream.read(max_bytes + 1)
+    if len(body) > max_bytes:
+        return None
+    return body

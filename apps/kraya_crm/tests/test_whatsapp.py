@@ -1,0 +1,98 @@
+"Reading WhatsApp deliveries, and replaying a kept one."
+import json
+import unittest
+
+from trytond.modules.company.tests import create_company, set_company
+from trytond.pool import Pool
+from trytond.tests.test_tryton import activate_module, with_transaction
+
+from kraya_crm.http import RateLimiter
+from kraya_crm.whatsapp import (
+    Delivery, WebhookError, message_content, signature_valid)
+
+
+def delivery(value):
+    return {'object': 'whatsapp_business_account', 'entry': [
+            {'id': '1', 'changes': [{'field': 'messages', 'value': value}]}]}
+
+
+MESSAGE = delivery({
+        'contacts': [{'profile': {'name': "Asha"}, 'wa_id': '919876543210'}],
+        'messages': [{'from': '919876543210', 'id': 'wamid.A',
+                'timestamp': '1763892000', 'type': 'text',
+                'text': {'body': "Hello"}}]})
+
+
+class ReadDeliveryTestCase(unittest.TestCase):
+
+    def test_message_with_sender_name_and_time(self):
+        message, = Delivery.from_payload(MESSAGE).messages
+        self.assertEqual((message['wamid'], message['wa_id'], message['name'],
+                message['body']), ('wamid.A', '919876543210', "Asha", "Hello"))
+        self.assertEqual(message['at'].year, 2025)
+
+    def test_failed_status_keeps_code_and_detail(self):
+        statuses = Delivery.from_payload(delivery({'statuses': [{
+                            'id': 'wamid.B', 'status': 'failed',
+                            'timestamp': '1763892000',
+                            'errors': [{'code': 131026,
+                                    'title': "Message undeliverable",
+                                    'error_data': {'details': "Not on WhatsApp"}}],
+                            }]})).statuses
+        self.assertEqual(statuses[0][3:], (
+                '131026', "Message undeliverable: Not on WhatsApp"))
+
+    def test_document_described_with_type_and_name(self):
+        kind, body, attachment = message_content({'type': 'document',
+                'document': {'id': '77', 'mime_type': 'application/pdf',
+                    'filename': 'brochure.pdf'}})
+        self.assertEqual(attachment,
+            "document: application/pdf brochure.pdf id 77")
+
+    def test_not_a_business_account_delivery_is_refused(self):
+        for payload in [[], {'object': 'page', 'entry': []},
+                {'object': 'whatsapp_business_account', 'entry': [{}]},
+                delivery({'messages': [{'type': 'text'}]})]:
+            with self.subTest(payload=payload), \
+                    self.assertRaises(WebhookError):
+                Delivery.from_payload(payload)
+
+    def test_signature_is_hmac_sha256_of_the_raw_body(self):
+        import hashlib
+        import hmac
+        body = b'{"a": 1}'
+        good = 'sha256=' + hmac.new(b's3cret', body, hashlib.sha256).hexdigest()
+        self.assertTrue(signature_valid(body, good, 's3cret'))
+        self.assertFalse(signature_valid(body + b' ', good, 's3cret'))
+        self.assertFalse(signature_valid(body, good, ''))
+        self.assertFalse(signature_valid(body, None, 's3cret'))
+
+
+class RateLimiterTestCase(unittest.TestCase):
+
+    def test_refuses_past_the_limit_per_key(self):
+        limiter = RateLimiter(3, seconds=60)
+        self.assertEqual([limiter.allow('a') for _ in range(4)],
+            [True, True, True, False])
+        self.assertTrue(limiter.allow('b'))
+
+
+class ReplayTestCase(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        activate_module('kraya_crm')
+
+    @with_transaction()
+    def test_replayed_dead_letter_creates_the_lead_once(self):
+        pool = Pool()
+        DeadLetter = pool.get('crm.dead_letter')
+        Lead = pool.get('crm.lead')
+        create_company()
+        letter = DeadLetter.keep(
+            'whatsapp', "processing failed", json.dumps(MESSAGE))
+        DeadLetter.replay([letter])
+        DeadLetter.replay([letter])
+        lead, = Lead.search([('whatsapp', '=', '+919876543210')])
+        self.assertEqual(len(lead.messages), 1)
+        self.assertEqual(letter.state, 'replayed')

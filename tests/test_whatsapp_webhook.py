@@ -1,0 +1,198 @@
+"""Real signed WhatsApp Cloud API deliveries over HTTP to the running site."""
+import json
+import random
+import threading
+import urllib.parse
+
+import pytest
+
+from .whatsapp_payloads import WebhookClient, inbound, status, wamid
+
+
+@pytest.fixture(scope='module')
+def webhook(crm_site):
+    return WebhookClient(crm_site)
+
+
+@pytest.fixture(scope='module')
+def manager(crm_site):
+    return crm_site.login('manager')
+
+
+def new_wa_id():
+    "A WhatsApp id (country code and number, no plus) no lead has yet."
+    return '91' + str(random.choice([9, 8, 7])) + '%09d' % random.randrange(
+        10 ** 9)
+
+
+def lead_of(manager, wa_id):
+    return manager.model('crm.lead', 'search_read',
+        [('whatsapp', '=', '+' + wa_id)], 0, None, None,
+        ['name', 'source', 'replied_at', 'last_inbound_at', 'status'])
+
+
+def messages_of(manager, wa_id, fields=('provider_id', 'body', 'kind')):
+    return manager.model('crm.message', 'search_read',
+        [('lead.whatsapp', '=', '+' + wa_id)], 0, None, [('id', 'ASC')],
+        list(fields))
+
+
+def test_verification_echoes_challenge_for_our_token(webhook):
+    query = urllib.parse.urlencode({'hub.mode': 'subscribe',
+            'hub.verify_token': webhook.verify_token,
+            'hub.challenge': '1158201444'})
+    assert webhook.get(query) == (200, '1158201444')
+
+
+def test_verification_refuses_wrong_token(webhook):
+    query = urllib.parse.urlencode({'hub.mode': 'subscribe',
+            'hub.verify_token': 'guess', 'hub.challenge': '1'})
+    assert webhook.get(query)[0] == 403
+
+
+def test_message_from_unknown_number_creates_whatsapp_lead(webhook, manager):
+    wa_id = new_wa_id()
+    assert webhook.post(inbound(wa_id, name="Imran Shaikh"))[0] == 200
+    lead, = lead_of(manager, wa_id)
+    source, = manager.model('crm.source', 'read', [lead['source']], ['code'])
+    assert lead['name'] == "Imran Shaikh"
+    assert source['code'] == 'whatsapp'
+    assert lead['replied_at'] is None
+    message, = messages_of(manager, wa_id)
+    assert message['body'] == "Hi, is the 2 BHK in Powai still available?"
+
+
+def test_first_message_records_whatsapp_opt_in_by_chat(webhook, manager):
+    wa_id = new_wa_id()
+    webhook.post(inbound(wa_id))
+    consent, = manager.model('crm.lead.consent', 'search_read',
+        [('lead.whatsapp', '=', '+' + wa_id)], 0, None, None,
+        ['channel', 'state', 'opted_in_how'])
+    assert (consent['channel'], consent['state'], consent['opted_in_how']) \
+        == ('whatsapp', 'opted_in', 'inbound_chat')
+
+
+def test_message_from_known_lead_lands_on_its_timeline_and_marks_reply(
+        webhook, manager):
+    lead_id, = manager.model('crm.lead', 'create', [{
+                'name': "Known Person", 'phone': '+919812345670'}])
+    webhook.post(inbound('919812345670', name="Someone Else"))
+    lead, = manager.model('crm.lead', 'read', [lead_id],
+        ['name', 'replied_at', 'messages'])
+    assert lead['name'] == "Known Person"
+    assert lead['replied_at'] is not None
+    assert len(lead['messages']) == 1
+
+
+def test_redelivered_message_is_stored_once(webhook, manager):
+    wa_id, message_id = new_wa_id(), wamid()
+    payload = inbound(wa_id, message_id=message_id)
+    for _ in range(3):
+        assert webhook.post(payload)[0] == 200
+    assert len(messages_of(manager, wa_id)) == 1
+    assert len(lead_of(manager, wa_id)) == 1
+
+
+def test_concurrent_duplicate_deliveries_are_stored_once(webhook, manager):
+    wa_id, message_id = new_wa_id(), wamid()
+    payload = inbound(wa_id, message_id=message_id)
+    answers = []
+    threads = [threading.Thread(
+            target=lambda: answers.append(webhook.post(payload)[0]))
+        for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == [200] * 6
+    assert len(messages_of(manager, wa_id)) == 1
+
+
+@pytest.mark.parametrize('kind,content,expected', [
+        ('image', {'id': '1479', 'mime_type': 'image/jpeg',
+                'caption': "Floor plan"}, ('image', "Floor plan")),
+        ('location', {'latitude': 19.1197, 'longitude': 72.9051,
+                'name': "Powai Lake"}, ('location', "Powai Lake")),
+        ('interactive', {'type': 'button_reply', 'button_reply': {
+                    'id': 'visit', 'title': "Book a site visit"}},
+            ('interactive', "Book a site visit")),
+        ('hologram', {'shape': 'cube'}, ('hologram', None)),
+        ])
+def test_every_message_type_is_kept_on_the_timeline(
+        webhook, manager, kind, content, expected):
+    wa_id = new_wa_id()
+    assert webhook.post(inbound(wa_id, kind=kind, content=content))[0] == 200
+    message, = messages_of(manager, wa_id)
+    assert (message['kind'], message['body']) == expected
+
+
+def test_stop_opts_out_and_is_acknowledged_once(webhook, manager):
+    wa_id = new_wa_id()
+    webhook.post(inbound(wa_id, content={'body': 'STOP'}))
+    webhook.post(inbound(wa_id, content={'body': 'stop'}))
+    webhook.post(inbound(wa_id, content={'body': 'बंद'}))
+    consent, = manager.model('crm.lead.consent', 'search_read',
+        [('lead.whatsapp', '=', '+' + wa_id), ('channel', '=', 'whatsapp')],
+        0, None, None, ['state'])
+    assert consent['state'] == 'opted_out'
+    acks = [m for m in messages_of(manager, wa_id, ['kind', 'direction'])
+        if m['direction'] == 'outbound']
+    assert [a['kind'] for a in acks] == ['opt_out_ack']
+
+
+def test_status_for_unknown_message_is_accepted(webhook):
+    assert webhook.post(status(wamid(), 'delivered'))[0] == 200
+
+
+def test_missing_signature_is_refused_401(webhook, manager):
+    wa_id = new_wa_id()
+    assert webhook.post(inbound(wa_id), sign=False)[0] == 401
+    assert lead_of(manager, wa_id) == []
+
+
+def test_bad_signature_is_refused_403(webhook, manager):
+    wa_id = new_wa_id()
+    assert webhook.post(inbound(wa_id), signature='sha256=' + '0' * 64)[0] \
+        == 403
+    assert lead_of(manager, wa_id) == []
+
+
+def test_body_signed_with_another_secret_is_refused(webhook):
+    body = json.dumps(inbound(new_wa_id())).encode()
+    webhook_secret, webhook.secret = webhook.secret, 'not-our-secret'
+    try:
+        signature = webhook.sign(body)
+    finally:
+        webhook.secret = webhook_secret
+    assert webhook.post(body=body, signature=signature)[0] == 403
+
+
+def test_malformed_json_is_400_and_kept_as_dead_letter(webhook, manager):
+    body = b'{"object": "whatsapp_business_account", "entry": [ oops'
+    code, answer = webhook.post(body=body)
+    assert code == 400
+    assert 'invalid JSON' in json.loads(answer)['error']
+    letters = manager.model('crm.dead_letter', 'search_read',
+        [('body', '=', body.decode())], 0, None, None, ['endpoint', 'state'])
+    assert [(l['endpoint'], l['state']) for l in letters] == [
+        ('whatsapp', 'new')]
+
+
+def test_json_that_is_not_a_delivery_is_400(webhook):
+    assert webhook.post({'hello': 'world'})[0] == 400
+
+
+def test_huge_body_is_refused_413(webhook):
+    body = b'{"pad": "' + b'x' * (2 * 1024 * 1024) + b'"}'
+    assert webhook.post(body=body)[0] == 413
+
+
+
+def test_manager_can_set_a_dead_letter_aside(webhook, manager):
+    body = '{"broken": '
+    assert webhook.post(body=body.encode())[0] == 400
+    letter, = manager.model('crm.dead_letter', 'search',
+        [('body', '=', body)], 0, None, None)
+    manager.model('crm.dead_letter', 'ignore', [letter])
+    letter, = manager.model('crm.dead_letter', 'read', [letter], ['state'])
+    assert letter['state'] == 'ignored'
