@@ -7,3 +7,11 @@ class InvalidPhoneError(ValidationError):
 
 class LeadConvertError(ValidationError):
     pass
+
+
+class WebFormSettingError(ValidationError):
+    pass
+
+
+class SubmissionRefused(ValidationError):
+    pass
