@@ -24,11 +24,11 @@ def free_port():
 
 
 class RunningSite:
-    "A demo site and its trytond web process."
+    "A demo site with its web and worker processes, as ./crm start runs it."
 
-    def __init__(self, site, process):
+    def __init__(self, site, processes):
         self.site = site
-        self.process = process
+        self.processes = processes
         self.url = site.url.rstrip('/')
         self.database = site.database
 
@@ -59,18 +59,32 @@ def crm_site(tmp_path_factory):
     site = sites.new_site(name, db_uri=db_uri, demo=True, root=root,
         listen=f'127.0.0.1:{free_port()}')
     log = open(root / 'trytond.log', 'w')
-    process = subprocess.Popen(
-        [sites.bin_path('trytond'), '-c', str(site.config_file),
-            '-d', site.database],
+    config = ['-c', str(site.config_file), '-d', site.database]
+    web = subprocess.Popen([sites.bin_path('trytond'), *config],
+        env=site.environ(), stdout=log, stderr=subprocess.STDOUT)
+    worker = subprocess.Popen(
+        [sites.bin_path('python'), '-m', 'kraya_crm.worker', *config],
         env=site.environ(), stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for(site.url, process)
-        yield RunningSite(site, process)
+        wait_for(site.url, web)
+        yield RunningSite(site, [web, worker])
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        for process in [web, worker]:
+            process.terminate()
+            process.wait(timeout=10)
         log.close()
         site.drop()
+
+
+def eventually(check, timeout=15, interval=0.1):
+    """The first truthy result of check(), retried while the worker
+    processes what a request queued."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(interval)
 
 
 @pytest.fixture(scope='session')

@@ -6,6 +6,7 @@ import urllib.parse
 
 import pytest
 
+from .conftest import eventually
 from .whatsapp_payloads import WebhookClient, inbound, status, wamid
 
 
@@ -17,6 +18,16 @@ def webhook(crm_site):
 @pytest.fixture(scope='module')
 def manager(crm_site):
     return crm_site.login('manager')
+
+
+@pytest.fixture
+def settle(manager):
+    "Wait until the worker has written every accepted delivery."
+    def settle():
+        assert eventually(lambda: manager.model('crm.whatsapp.inbox',
+                    'search_count', [('processed_at', '=', None)]) == 0), \
+            "the worker did not process the deliveries"
+    return settle
 
 
 def new_wa_id():
@@ -50,9 +61,10 @@ def test_verification_refuses_wrong_token(webhook):
     assert webhook.get(query)[0] == 403
 
 
-def test_message_from_unknown_number_creates_whatsapp_lead(webhook, manager):
+def test_message_from_unknown_number_creates_whatsapp_lead(webhook, manager, settle):
     wa_id = new_wa_id()
     assert webhook.post(inbound(wa_id, name="Imran Shaikh"))[0] == 200
+    settle()
     lead, = lead_of(manager, wa_id)
     source, = manager.model('crm.source', 'read', [lead['source']], ['code'])
     assert lead['name'] == "Imran Shaikh"
@@ -62,9 +74,10 @@ def test_message_from_unknown_number_creates_whatsapp_lead(webhook, manager):
     assert message['body'] == "Hi, is the 2 BHK in Powai still available?"
 
 
-def test_first_message_records_whatsapp_opt_in_by_chat(webhook, manager):
+def test_first_message_records_whatsapp_opt_in_by_chat(webhook, manager, settle):
     wa_id = new_wa_id()
     webhook.post(inbound(wa_id))
+    settle()
     consent, = manager.model('crm.lead.consent', 'search_read',
         [('lead.whatsapp', '=', '+' + wa_id)], 0, None, None,
         ['channel', 'state', 'opted_in_how'])
@@ -73,10 +86,11 @@ def test_first_message_records_whatsapp_opt_in_by_chat(webhook, manager):
 
 
 def test_message_from_known_lead_lands_on_its_timeline_and_marks_reply(
-        webhook, manager):
+        webhook, manager, settle):
     lead_id, = manager.model('crm.lead', 'create', [{
                 'name': "Known Person", 'phone': '+919812345670'}])
     webhook.post(inbound('919812345670', name="Someone Else"))
+    settle()
     lead, = manager.model('crm.lead', 'read', [lead_id],
         ['name', 'replied_at', 'messages'])
     assert lead['name'] == "Known Person"
@@ -84,16 +98,17 @@ def test_message_from_known_lead_lands_on_its_timeline_and_marks_reply(
     assert len(lead['messages']) == 1
 
 
-def test_redelivered_message_is_stored_once(webhook, manager):
+def test_redelivered_message_is_stored_once(webhook, manager, settle):
     wa_id, message_id = new_wa_id(), wamid()
     payload = inbound(wa_id, message_id=message_id)
     for _ in range(3):
         assert webhook.post(payload)[0] == 200
+    settle()
     assert len(messages_of(manager, wa_id)) == 1
     assert len(lead_of(manager, wa_id)) == 1
 
 
-def test_concurrent_duplicate_deliveries_are_stored_once(webhook, manager):
+def test_concurrent_duplicate_deliveries_are_stored_once(webhook, manager, settle):
     wa_id, message_id = new_wa_id(), wamid()
     payload = inbound(wa_id, message_id=message_id)
     answers = []
@@ -105,6 +120,7 @@ def test_concurrent_duplicate_deliveries_are_stored_once(webhook, manager):
     for thread in threads:
         thread.join()
     assert answers == [200] * 6
+    settle()
     assert len(messages_of(manager, wa_id)) == 1
 
 
@@ -119,18 +135,20 @@ def test_concurrent_duplicate_deliveries_are_stored_once(webhook, manager):
         ('hologram', {'shape': 'cube'}, ('hologram', None)),
         ])
 def test_every_message_type_is_kept_on_the_timeline(
-        webhook, manager, kind, content, expected):
+        webhook, manager, kind, content, expected, settle):
     wa_id = new_wa_id()
     assert webhook.post(inbound(wa_id, kind=kind, content=content))[0] == 200
+    settle()
     message, = messages_of(manager, wa_id)
     assert (message['kind'], message['body']) == expected
 
 
-def test_stop_opts_out_and_is_acknowledged_once(webhook, manager):
+def test_stop_opts_out_and_is_acknowledged_once(webhook, manager, settle):
     wa_id = new_wa_id()
     webhook.post(inbound(wa_id, content={'body': 'STOP'}))
     webhook.post(inbound(wa_id, content={'body': 'stop'}))
     webhook.post(inbound(wa_id, content={'body': 'बंद'}))
+    settle()
     consent, = manager.model('crm.lead.consent', 'search_read',
         [('lead.whatsapp', '=', '+' + wa_id), ('channel', '=', 'whatsapp')],
         0, None, None, ['state'])

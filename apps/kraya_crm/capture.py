@@ -12,6 +12,14 @@ CAPTURE_FIELDS = (
     'subdivision', 'campaign', 'notes')
 
 
+def capture_company():
+    """The company leads from outside belong to: the site's first company
+    (a Kraya site serves one business)."""
+    Company = Pool().get('company.company')
+    companies = Company.search([], limit=1, order=[('id', 'ASC')])
+    return companies[0].id if companies else None
+
+
 def identity_keys(values):
     "The keys a person is known by: ('phone', +91...) and ('email', ...)."
     keys = set()

@@ -3,7 +3,9 @@ sent is lost: admins see why, fix what is wrong and replay them."""
 from trytond.model import Index, ModelSQL, ModelView, fields
 from trytond.pool import Pool
 from trytond.pyson import Eval
+from trytond.transaction import Transaction
 
+from .capture import capture_company
 from .message import utcnow
 
 MAX_KEPT_BYTES = 1024 * 1024
@@ -68,15 +70,22 @@ class DeadLetter(ModelSQL, ModelView):
     @classmethod
     @ModelView.button
     def replay(cls, letters):
-        "Process the kept body again, as if it had just arrived."
+        """Process the kept body again, as if it had just arrived; a body
+        still wrong raises the same clear error and stays here."""
+        for letter in letters:
+            letter.process_again()
+        cls.write(letters, {'state': 'replayed'})
+
+    def process_again(self):
         pool = Pool()
         WhatsApp = pool.get('crm.whatsapp.webhook')
-        replayed = []
-        for letter in letters:
-            if letter.endpoint == 'whatsapp':
-                WhatsApp.process(WhatsApp.parse(letter.body.encode()))
-                replayed.append(letter)
-        cls.write(replayed, {'state': 'replayed'})
+        Source = pool.get('crm.source')
+        with Transaction().set_context(company=capture_company()):
+            if self.endpoint == 'whatsapp':
+                WhatsApp.process(WhatsApp.parse(self.body.encode()))
+            elif self.endpoint.startswith('web_form:'):
+                source = Source.get_by_code(self.endpoint.split(':', 1)[1])
+                source.replay_submission(self.body.encode())
 
     @classmethod
     @ModelView.button

@@ -5,29 +5,36 @@ and the statuses of the messages we sent.
     POST /<db>/crm/whatsapp/webhook   signed deliveries (X-Hub-Signature-256)
 
 A delivery is answered in milliseconds: the signature is checked, the
-body parsed, and messages and statuses are written in one transaction.
-Meta retries and duplicates deliveries, so every message is stored once by
-its wamid. A body we cannot use is answered 400 and kept as a dead letter;
-nothing is answered 500."""
+body parsed and checked, and the body is stored in the inbox with a queued
+task; the worker then writes the messages and statuses of every pending
+delivery in one batch. Meta retries and duplicates deliveries, so every
+message is stored once by its wamid. A body we cannot use is answered 400
+and kept as a dead letter; nothing is answered 500."""
 import datetime as dt
 import hashlib
 import hmac
 import json
 import logging
+import sys
 import time
 
 from trytond import backend
-from trytond.model import Model
-from trytond.pool import Pool
+from sql import Null
+
+from trytond.model import Index, Model, ModelSQL, ModelView, fields
+from trytond.pool import Pool, PoolMeta
 from trytond.protocols.wrappers import HTTPStatus, Response, with_pool
 from trytond.transaction import Transaction
 from trytond.wsgi import app
 
+from .capture import capture_company
 from .consent import is_stop_request
 from .http import RateLimiter, client_ip, json_response, read_body, setting
+from .message import utcnow
 
 logger = logging.getLogger(__name__)
 ENDPOINT = 'whatsapp'
+QUEUE_NAME = 'crm_whatsapp'
 OPT_OUT_ACK = (
     "You will not get any more WhatsApp messages from us. "
     "Message us any time if you need us again.")
@@ -122,6 +129,15 @@ class Delivery:
                     raise WebhookError("change without value")
                 delivery._read_value(value)
         return delivery
+
+    @classmethod
+    def combine(cls, deliveries):
+        "One delivery holding the messages and statuses of several."
+        combined = cls()
+        for delivery in deliveries:
+            combined.messages.extend(delivery.messages)
+            combined.statuses.extend(delivery.statuses)
+        return combined
 
     def _read_value(self, value):
         names = {}
@@ -234,11 +250,129 @@ class WhatsAppWebhook(Model):
                     address=lead.whatsapp_number) for lead in newly])
 
 
-def capture_company():
-    "The company a webhook's leads belong to: the site's first company."
-    Company = Pool().get('company.company')
-    companies = Company.search([], limit=1, order=[('id', 'ASC')])
-    return companies[0].id if companies else None
+class Inbox(ModelSQL, ModelView):
+    """Deliveries accepted by the webhook and not yet written: the request
+    only stores the body, the worker does the work in batches."""
+    __name__ = 'crm.whatsapp.inbox'
+    __string__ = "WhatsApp Inbox"
+    received_at = fields.Timestamp("Received At", required=True)
+    body = fields.Text("Body", required=True)
+    processed_at = fields.Timestamp("Processed At")
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        t = cls.__table__()
+        cls._sql_indexes.add(
+            Index(t, (t.id, Index.Range()), where=t.processed_at == Null))
+
+    @classmethod
+    def accept(cls, body):
+        """Store a checked delivery and make sure a task will process it:
+        one INSERT, and a queued task only when none is waiting already
+        (a waiting task takes every pending row; the cron sweeps the rare
+        row that arrives while a batch is being read)."""
+        pool = Pool()
+        Queue = pool.get('ir.queue')
+        transaction = Transaction()
+        table = cls.__table__()
+        now = utcnow()
+        cursor = transaction.connection.cursor()
+        insert = table.insert(
+            [table.received_at, table.body, table.create_date,
+                table.create_uid],
+            [[now, body.decode(), now, transaction.user]])
+        if transaction.database.has_returning():
+            insert.returning = [table.id]
+            cursor.execute(*insert)
+            row_id, = cursor.fetchone()
+        else:
+            cursor.execute(*insert)
+            row_id = cursor.lastrowid
+        queue = Queue.__table__()
+        cursor.execute(*queue.select(queue.id, where=(
+                    queue.name == QUEUE_NAME) & (queue.dequeued_at == Null),
+                limit=1))
+        if not cursor.fetchone():
+            with transaction.set_context(queue_name=QUEUE_NAME):
+                cls.__queue__.process_pending(cls.browse([row_id]))
+
+    @classmethod
+    def process_pending(cls, _=None, batch_size=500):
+        """Write every pending delivery in batches, oldest first (the queue
+        and the cron call it; a task with nothing pending is a no-op). A
+        batch that fails is retried one delivery at a time so that only the
+        bad one becomes a dead letter."""
+        pool = Pool()
+        WhatsApp = pool.get('crm.whatsapp.webhook')
+        while True:
+            rows = cls._take_pending(batch_size)
+            if not rows:
+                return
+            deliveries = [(row, WhatsApp.parse(row.body.encode()))
+                for row in rows]
+            try:
+                with Transaction().new_transaction() as transaction:
+                    WhatsApp.process(Delivery.combine(
+                            [d for _, d in deliveries]))
+                    transaction.commit()
+            except Exception:
+                if len(rows) == 1:
+                    raise
+                for row, delivery in deliveries:
+                    cls._process_alone(row, delivery)
+            cls.write(rows, {'processed_at': utcnow()})
+            if len(rows) < batch_size:
+                return
+
+    @classmethod
+    def _take_pending(cls, limit):
+        "Lock and return pending rows another worker has not taken."
+        transaction = Transaction()
+        database = transaction.database
+        table = cls.__table__()
+        query = table.select(table.id, where=table.processed_at == Null,
+            order_by=[table.id.asc], limit=limit)
+        if database.has_select_for():
+            query.for_ = database.get_select_for_skip_locked()('UPDATE')
+        cursor = transaction.connection.cursor()
+        cursor.execute(*query)
+        return cls.browse([i for i, in cursor])
+
+    @classmethod
+    def _process_alone(cls, row, delivery, tries=2):
+        """Process one delivery; a wamid stored meanwhile by another worker
+        fails the first try and is known on the second."""
+        pool = Pool()
+        WhatsApp = pool.get('crm.whatsapp.webhook')
+        DeadLetter = pool.get('crm.dead_letter')
+        for attempt in range(1, tries + 1):
+            try:
+                with Transaction().new_transaction() as transaction:
+                    WhatsApp.process(delivery)
+                    transaction.commit()
+                return
+            except backend.DatabaseIntegrityError:
+                if attempt < tries:
+                    continue
+                exception = sys.exc_info()[1]
+            except Exception as error:
+                exception = error
+            logger.error("WhatsApp delivery %s failed: %s", row.id, exception)
+            DeadLetter.keep(ENDPOINT, f"processing failed: {exception}",
+                row.body)
+            return
+
+
+class Cron(metaclass=PoolMeta):
+    __name__ = 'ir.cron'
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        cls.method.selection.append(
+            ('crm.whatsapp.inbox|process_pending',
+                "Write pending WhatsApp deliveries"))
 
 
 def verify(request):
@@ -283,37 +417,32 @@ def webhook(request, pool):
     database_name = pool.database_name
     WhatsApp = pool.get('crm.whatsapp.webhook')
     try:
-        delivery = WhatsApp.parse(body)
+        WhatsApp.parse(body)
     except WebhookError as exception:
         keep_dead_letter(database_name, str(exception), body, ip)
         return json_response({'error': str(exception)}, status=400)
     try:
-        received = _process(database_name, delivery)
+        _accept(pool, body)
     except backend.DatabaseOperationalError:
         # Busy or down: Meta retries non-2xx deliveries.
         logger.warning("WhatsApp webhook deferred", exc_info=True)
         return json_response({'error': "busy, retry"}, status=503)
-    except Exception as exception:
-        logger.exception("WhatsApp webhook failed")
-        keep_dead_letter(
-            database_name, f"processing failed: {exception}", body, ip)
-        # Kept for replay: a retry from Meta would fail the same way.
-        return json_response({'status': 'kept'}, status=200)
-    return json_response({'status': 'ok', 'received': received})
+    return json_response({'status': 'accepted'})
 
 
-def _process(database_name, delivery, tries=3):
-    """Process in a transaction, retried when the database was busy or a
-    worker stored the same wamid concurrently (the retry sees it known)."""
+def _accept(pool, body, tries=3):
+    """Store the body in the inbox, retried when the database is busy; the
+    queued task runs in this process when there is no worker."""
+    from trytond.worker import run_task
     for attempt in range(1, tries + 1):
         try:
-            with Transaction().start(database_name, 0) as transaction:
-                received = Pool().get('crm.whatsapp.webhook').process(
-                    delivery)
+            with Transaction().start(pool.database_name, 0) as transaction:
+                pool.get('crm.whatsapp.inbox').accept(body)
                 transaction.commit()
-                return received
-        except (backend.DatabaseIntegrityError,
-                backend.DatabaseOperationalError):
+            break
+        except backend.DatabaseOperationalError:
             if attempt == tries:
                 raise
             time.sleep(0.02 * attempt)
+    while transaction.tasks:
+        run_task(pool, transaction.tasks.pop())

@@ -12,7 +12,7 @@ import trytond.commandline as commandline
 import trytond.config as config
 
 logger = logging.getLogger(__name__)
-IDLE_SECONDS = 1.0
+IDLE_SECONDS = 0.2
 
 
 def poll(database_name, name=None):
@@ -28,8 +28,8 @@ def poll(database_name, name=None):
             try:
                 run_task(database_name, task_id)
             except Exception:
-                # run_task has logged and recorded it; keep serving.
-                pass
+                # Keep serving the other tasks.
+                logger.exception("task %s failed", task_id)
         else:
             time.sleep(IDLE_SECONDS)
 

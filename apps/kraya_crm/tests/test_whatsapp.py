@@ -96,3 +96,18 @@ class ReplayTestCase(unittest.TestCase):
         lead, = Lead.search([('whatsapp', '=', '+919876543210')])
         self.assertEqual(len(lead.messages), 1)
         self.assertEqual(letter.state, 'replayed')
+
+    @with_transaction()
+    def test_replayed_web_form_letter_creates_the_lead(self):
+        pool = Pool()
+        DeadLetter = pool.get('crm.dead_letter')
+        Lead = pool.get('crm.lead')
+        Source = pool.get('crm.source')
+        create_company()
+        source, = Source.search([('code', '=', 'website')])
+        Source.write([source], {'web_form': True})
+        letter = DeadLetter.keep('web_form:website', "refused",
+            'name=Ravi+Iyer&phone=98111+22233')
+        DeadLetter.replay([letter])
+        lead, = Lead.search([('phone', '=', '+919811122233')])
+        self.assertEqual((lead.name, letter.state), ("Ravi Iyer", 'replayed'))
