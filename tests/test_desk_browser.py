@@ -14,6 +14,8 @@ Screenshots of each step go to tests/screenshots/desk-<viewport>-<step>.png.
 """
 import random
 import secrets
+import time
+import warnings
 from dataclasses import dataclass, field
 
 import phonenumbers
@@ -22,6 +24,7 @@ import pytest
 playwright_sync = pytest.importorskip('playwright.sync_api')
 expect = playwright_sync.expect
 PlaywrightError = playwright_sync.Error
+PlaywrightTimeout = playwright_sync.TimeoutError
 
 CHROMIUM = '/usr/bin/chromium'
 CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu',
@@ -34,6 +37,21 @@ VIEWPORTS = {
 # Long enough for sao's first load, short enough to fail before pytest
 # users give up.
 TIMEOUT_MS = 20_000
+# How long the cards (list-form) may keep the toolbar busy after a Switch.
+SWITCH_BACK_S = 120
+# Past this, the wait is reported as a warning: users notice.
+SLOW_S = 3
+# Scroll every box that holds the element (sao's tab, the form...).
+SCROLL_TO_TOP = '''element => {
+    for (let node = element; node; node = node.parentElement) {
+        node.scrollTop = 0;
+    }
+}'''
+SCROLL_TO_END = '''element => {
+    for (let node = element; node; node = node.parentElement) {
+        node.scrollTop = node.scrollHeight;
+    }
+}'''
 
 
 def random_indian_mobile():
@@ -54,6 +72,8 @@ class DeskWalk:
     step: str = ''
     failure: str = ''
     saved: bool = False
+    list_form_stuck_s: float = 0
+    first_focus: str = ''
     js_errors: list = field(default_factory=list)
     screenshots: list = field(default_factory=list)
 
@@ -95,6 +115,14 @@ def desk_walk(request, crm_site, chromium_browser, screenshots):
         pass
     finally:
         context.close()
+    if walk.first_focus and walk.first_focus != 'name':
+        warnings.warn(f'[{viewport}] a new lead opens with the cursor in '
+            f'{walk.first_focus!r}, not in Contact Name (at phone size the '
+            f'form opens scrolled down to it)')
+    if walk.list_form_stuck_s > SLOW_S:
+        warnings.warn(f'[{viewport}] after saving a lead, Switch went to the '
+            f'lead cards (list-form) and the toolbar ignored clicks for '
+            f'{walk.list_form_stuck_s}s before Switch got back to the list')
     return walk
 
 
@@ -151,6 +179,20 @@ def run_desk_walk(page, crm_site, walk, screenshots):
         form = tab.locator('.content-box > .form')
         name = form.locator('input[name="name"]')
         expect(name, 'New should open the lead form').to_be_visible()
+        # The form shows before the new record has its defaults; when they
+        # arrive sao redraws the fields, wiping text typed but not yet
+        # committed (a field commits when it is left).
+        expect(form.locator('select[name="status"] option:checked'),
+            'the new lead should get its default status, New'
+            ).to_have_text('New')
+        # Then sao puts the cursor in the form (and scrolls to it).
+        focused = form.locator(':focus')
+        expect(focused, 'sao should put the cursor in the new lead form'
+            ).to_have_count(1)
+        walk.first_focus = focused.evaluate(
+            'e => e.name || e.closest(".form-item")?.previousElementSibling'
+            '?.innerText || e.type').rstrip(':')
+        shot('lead-form-new')  # as sao opens it, before anything is typed
         name.fill(walk.name)
         phone = form.locator('input[name="phone"]')
         phone.fill(walk.typed_phone)
@@ -158,8 +200,13 @@ def run_desk_walk(page, crm_site, walk, screenshots):
         # on_change_phone rewrites the number as soon as the field is left.
         expect(phone, 'the form should normalise the phone to E.164'
             ).to_have_value(walk.e164_phone)
-        form.locator('input[name="name"]').scroll_into_view_if_needed()
+        # The form scrolls inside the tab (at 390 wide it is one long
+        # column, under a sticky toolbar): show its top, then its end.
+        form.evaluate(SCROLL_TO_TOP)
         shot('lead-form')
+        form.evaluate(SCROLL_TO_END)
+        shot('lead-form-end')
+        form.evaluate(SCROLL_TO_TOP)
 
     with step('save the lead'):
         tab.locator('button#save').click()
@@ -176,24 +223,32 @@ def run_desk_walk(page, crm_site, walk, screenshots):
         info.get_by_role('button', name='Close').click()
         expect(info, 'the "Record saved." message should close'
             ).to_have_count(0)
-        # Switch steps through the action's views in order: Leads has
-        # list, form and list-form (cards), so from the form it may take
-        # two steps to get back to the list.
+        # Switch steps through the action's views in order. Leads has list,
+        # form and list-form (cards), so from the form Switch shows the
+        # cards, and sao ignores toolbar clicks until it has drawn every
+        # card: keep pressing Switch, as a user would, until the list.
         tree = tab.locator('.content-box table.tree')
         list_form = tab.locator('.content-box .list-form')
-        seen = []
-        for _ in range(3):
-            tab.locator('button#switch_').click()
-            expect(form, 'Switch should leave the form').to_be_hidden()
-            expect(tree.or_(list_form), 'Switch should show a list'
-                ).to_be_visible()
-            if tree.is_visible():
-                break
-            seen.append('list-form')
+        switch = tab.locator('button#switch_')
+        switch.click()
+        expect(form, 'Switch should leave the form').to_be_hidden()
+        expect(tree.or_(list_form), 'Switch should show the leads'
+            ).to_be_visible()
+        if list_form.is_visible():
             shot('lead-list-form')
-        else:
-            raise AssertionError(
-                f'Switch never came back to the list (saw {seen})')
+            started = time.monotonic()
+            while not tree.is_visible():
+                if time.monotonic() - started > SWITCH_BACK_S:
+                    raise AssertionError(
+                        'after saving, Switch showed the lead cards '
+                        '(list-form) and pressing Switch there did not '
+                        f'come back to the list within {SWITCH_BACK_S}s')
+                switch.click()
+                try:
+                    tree.wait_for(state='visible', timeout=5_000)
+                except PlaywrightTimeout:
+                    pass
+            walk.list_form_stuck_s = round(time.monotonic() - started, 1)
         # Reload from the server: the row must come from a real search.
         tab.locator('button#reload').click()
         row = rows.filter(has_text=walk.name)
@@ -223,9 +278,10 @@ class _Step:
             return False
         if not isinstance(error, (AssertionError, PlaywrightError)):
             return False
-        message = str(error).strip().splitlines()
-        # Playwright appends a long call log; the first lines say it all.
-        reason = " ".join(line.strip() for line in message[:12])
+        lines = str(error).strip().splitlines()
+        # Playwright appends a call log and an aria snapshot of the page:
+        # the first lines say what was awaited and what was found.
+        reason = ' '.join(line.strip() for line in lines[:8])
         if self.walk.js_errors:
             reason += ' | sao raised: ' + '; '.join(self.walk.js_errors)
         self.walk.failure = f'could not {self.walk.step}: {reason}'
