@@ -148,6 +148,30 @@ def parser():
     migrate = commands.add_parser('migrate', help=cmd_migrate.__doc__)
     migrate.add_argument('--site', default='default')
     migrate.set_defaults(func=cmd_migrate)
+
+    from .import_cli import cmd_import
+    import_ = commands.add_parser('import', help=cmd_import.__doc__)
+    import_.add_argument('file', help="a .csv or .xlsx file, header row first")
+    import_.add_argument('--source', required=True, metavar='CODE',
+        help="the lead source code, e.g. import, website, walk-in")
+    import_.add_argument('--site', default='default',
+        help="a site's name, or the path of its folder")
+    import_.add_argument('--dry-run', action='store_true',
+        help="check the file and count what would be imported; save nothing")
+    import_.add_argument('--consent-basis', metavar='TEXT',
+        help="why these people may be messaged; records their opt-in")
+    import_.add_argument('--consent-channel', default='whatsapp',
+        choices=['whatsapp', 'email', 'sms', 'call'])
+    import_.add_argument('--user', default='admin', metavar='LOGIN',
+        help="who imports: the new leads' owner and team (default admin)")
+    import_.set_defaults(func=cmd_import)
+
+    from .bench_cli import cmd_bench
+    bench = commands.add_parser('bench', help=cmd_bench.__doc__)
+    bench.add_argument('name', nargs='?', help="e.g. import")
+    bench.add_argument('bench_args', nargs=argparse.REMAINDER,
+        help="passed to the benchmark, e.g. --rows 10000")
+    bench.set_defaults(func=cmd_bench)
     return root
 
 

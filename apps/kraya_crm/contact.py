@@ -1,8 +1,17 @@
 """One spelling per phone number and email, so that a person is found
 whichever way the number was typed (10 digits, 0-prefixed, +91, spaces)."""
+import re
+
 import phonenumbers
+from phonenumbers.phonemetadata import PhoneMetadata
 
 DEFAULT_REGION = 'IN'
+# An Indian mobile as typed: 98765 43210, 098765-43210, +91 98765 43210.
+INDIAN_MOBILE = re.compile(r'^(?:\+91|0091|91|0)?([6-9]\d{9})$')
+SEPARATORS = re.compile(r'[\s().-]')
+# Indian mobile numbers (national part), from phonenumbers' own metadata.
+IN_MOBILE_NUMBER = re.compile(PhoneMetadata.metadata_for_region(
+        'IN').mobile.national_number_pattern)
 
 
 class InvalidPhone(ValueError):
@@ -24,6 +33,8 @@ def normalize_phone(value, region=DEFAULT_REGION):
             text = '%d' % float(text)
         except ValueError:
             pass
+    if region == 'IN' and (mobile := _indian_mobile(text)):
+        return mobile
     if text.startswith('00'):
         text = '+' + text[2:]
     try:
@@ -44,6 +55,23 @@ def normalize_phone(value, region=DEFAULT_REGION):
         number = retry
     return phonenumbers.format_number(
         number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _indian_mobile(text):
+    """The E.164 form of an Indian mobile number, None for anything else.
+    The same validity check as the general path, without its parser, which
+    is three quarters of the cost (imports normalise 100,000s of these)."""
+    match = INDIAN_MOBILE.match(SEPARATORS.sub('', text))
+    if match and _valid_indian_mobile(match.group(1)):
+        return '+91' + match.group(1)
+
+
+def _valid_indian_mobile(digits):
+    # A match of the mobile pattern is valid; anything else (a landline
+    # starting with 6-8) gets phonenumbers' whole check.
+    return bool(IN_MOBILE_NUMBER.fullmatch(digits)) or \
+        phonenumbers.is_valid_number(phonenumbers.PhoneNumber(
+                country_code=91, national_number=int(digits)))
 
 
 def normalize_email(value):

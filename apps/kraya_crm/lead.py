@@ -1,5 +1,5 @@
 from trytond.i18n import gettext
-from trytond.model import Index, ModelSQL, ModelView, fields
+from trytond.model import DeactivableMixin, Index, ModelSQL, ModelView, fields
 from trytond.pool import Pool
 from trytond.pyson import Bool, Eval, If
 from trytond.transaction import Transaction
@@ -50,7 +50,7 @@ class OwnedMixin:
             return User(user).get_default_crm_team()
 
 
-class Lead(OwnedMixin, ModelSQL, ModelView):
+class Lead(DeactivableMixin, OwnedMixin, ModelSQL, ModelView):
     "A person who may buy: one row per person, however they reached us."
     __name__ = 'crm.lead'
     __string__ = "Lead"

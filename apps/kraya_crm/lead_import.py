@@ -1,0 +1,1097 @@
+"""Import of leads from CSV and XLSX files, from the desk (the Import Leads
+wizard) and from `./crm import`.
+
+The file is read as a stream: rows are parsed, checked and normalised one
+by one and imported in batches; people already known (by phone, WhatsApp
+number or email) are attached to as Lead.capture does, not duplicated, and
+memory stays flat whatever the size of the file. A bad row is reported
+with its row number, column and reason while the good rows go in. Why it
+does not hand every row to Lead.capture: docs/decisions.md."""
+import codecs
+import collections
+import contextvars
+import csv
+import datetime as dt
+import io
+import multiprocessing
+import os
+import re
+import sqlite3
+import time
+import unicodedata
+from decimal import Decimal
+from itertools import chain, islice
+
+from sql import Column, Flavor
+from sql.functions import CurrentTimestamp
+
+from trytond import backend
+from trytond.exceptions import UserError
+from trytond.i18n import gettext
+from trytond.model import ModelView, fields
+from trytond.model.exceptions import AccessError
+from trytond.pool import Pool, PoolMeta
+from trytond.pyson import Bool, Eval
+from trytond.tools import grouped_slice
+from trytond.transaction import Transaction, without_check_access
+from trytond.wizard import Button, StateTransition, StateView, Wizard
+
+from .capture import CAPTURE_FIELDS, identity_keys
+from .consent import CONSENT_CHANNELS
+from .contact import InvalidPhone, normalize_email, normalize_phone
+
+# Rows checked, matched and inserted at once: one query for the people met
+# earlier in the file, one for those in the database, one insert.
+BATCH_SIZE = 1000
+# Rows of people already known attached at once (one query, one write).
+KNOWN_SIZE = 500
+# How many problems the desk shows inline; the CSV report has all of them.
+SHOWN_PROBLEMS = 200
+SNIFF_BYTES = 64 * 1024
+
+# Lead field -> header spellings, compared lower-case without spaces or
+# punctuation ("Mobile No." == "mobileno"). Exact spellings win over the
+# keyword rules below.
+HEADER_SYNONYMS = {
+    'name': [
+        'name', 'fullname', 'contact', 'contactname', 'contactperson',
+        'customer', 'customername', 'client', 'clientname', 'leadname',
+        'person', 'personname', 'buyer', 'buyername'],
+    'first_name': ['firstname', 'givenname', 'fname'],
+    'last_name': ['lastname', 'surname', 'familyname', 'lname'],
+    'phone': [
+        'mobile', 'phone', 'contactnumber', 'contactno', 'mobileno',
+        'mobilenumber', 'phoneno', 'phonenumber', 'cell', 'cellphone',
+        'telephone', 'tel', 'mob', 'mobno', 'ph', 'phno'],
+    'whatsapp': [
+        'whatsapp', 'whatsappnumber', 'whatsappno', 'whatsappmobile', 'wa',
+        'wanumber', 'wano'],
+    'email': ['email', 'emailid', 'emailaddress', 'mail', 'mailid'],
+    'city': ['city', 'town', 'location', 'citytown'],
+    'state': ['state', 'stateut', 'province', 'region', 'statename'],
+    'company_name': [
+        'company', 'companyname', 'organisation', 'organization', 'firm',
+        'firmname', 'business', 'businessname'],
+    'campaign': [
+        'campaign', 'campaignname', 'adname', 'adsetname', 'utmcampaign'],
+    'notes': [
+        'notes', 'note', 'remarks', 'remark', 'comments', 'comment',
+        'requirement', 'requirements', 'message', 'description', 'query',
+        'enquiry', 'inquiry', 'querymessage'],
+    }
+# When no exact spelling matches: a header word that names the field
+# ("Sender Mobile", "Customer Email ID"), tried in this order.
+HEADER_KEYWORDS = [
+    ('whatsapp', {'whatsapp', 'wa'}),
+    ('email', {'email', 'mail'}),
+    ('phone', {'mobile', 'phone', 'cell', 'telephone'}),
+    ('company_name', {'company', 'firm', 'organisation', 'organization'}),
+    ('first_name', {'first'}),
+    ('last_name', {'last', 'surname'}),
+    ('name', {'name'}),
+    ('city', {'city', 'town'}),
+    ('state', {'state'}),
+    ('campaign', {'campaign'}),
+    ('notes', {'note', 'notes', 'remark', 'remarks', 'comment', 'comments',
+            'requirement', 'message'}),
+    ]
+# What the report calls a lead field when the file has no column for it.
+FIELD_LABELS = {
+    'name': "Name", 'phone': "Mobile", 'whatsapp': "WhatsApp",
+    'email': "Email", 'city': "City", 'state': "State",
+    'company_name': "Company", 'campaign': "Campaign", 'notes': "Notes",
+    'first_name': "First Name", 'last_name': "Last Name",
+    }
+# Cells that mean "nothing" in the sheets people keep.
+BLANKS = {'', '-', '--', 'na', 'n/a', 'nil', 'none', 'null', '#n/a', 'nan'}
+YES_NO = {'yes', 'y', 'true', '1', 'haan', 'no', 'n', 'false', '0', 'nahi'}
+EMAIL = re.compile(r'^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$')
+# 9.19876543210E+11 (Excel's scientific notation for a long number)
+SCIENTIFIC = re.compile(r'^\+?(\d)(?:\.(\d+))?[eE]\+?(\d+)$')
+DECIMAL_ZERO = re.compile(r'^(\+?\d+)\.0+$')
+
+# State spellings people use beyond the names and ISO codes: old names,
+# vehicle-registration codes, common misspellings -> ISO 3166-2 code.
+STATE_ALIASES = {
+    'orissa': 'IN-OD', 'or': 'IN-OD', 'od': 'IN-OD',
+    'pondicherry': 'IN-PY', 'pondy': 'IN-PY', 'pudducherry': 'IN-PY',
+    'newdelhi': 'IN-DL', 'nctofdelhi': 'IN-DL', 'nctdelhi': 'IN-DL',
+    'jandk': 'IN-JK', 'jammuandkashmir': 'IN-JK', 'jammukashmir': 'IN-JK',
+    'uttaranchal': 'IN-UK', 'ua': 'IN-UK', 'ut': 'IN-UK', 'uk': 'IN-UK',
+    'ct': 'IN-CG', 'cg': 'IN-CG', 'chattisgarh': 'IN-CG',
+    'chhatisgarh': 'IN-CG', 'chatisgarh': 'IN-CG',
+    'tg': 'IN-TS', 'ts': 'IN-TS', 'telengana': 'IN-TS',
+    'dnh': 'IN-DH', 'dd': 'IN-DH', 'damananddiu': 'IN-DH',
+    'dadraandnagarhaveli': 'IN-DH',
+    'aandn': 'IN-AN', 'andaman': 'IN-AN', 'andamanandnicobar': 'IN-AN',
+    'maharastra': 'IN-MH', 'gujrat': 'IN-GJ', 'kerela': 'IN-KL',
+    'hariyana': 'IN-HR', 'bengal': 'IN-WB',
+    }
+
+
+class LeadImportError(UserError):
+    "The file cannot be imported at all (as opposed to a bad row)."
+
+
+# The ids of leads whose values the importer already checked field by field.
+_checked_ids = contextvars.ContextVar(
+    'kraya_crm_checked_ids', default=frozenset())
+
+
+def compact(text):
+    "'Mobile No.' -> 'mobileno', 'Jammu & Kashmīr' -> 'jammuandkashmir'"
+    return ''.join(words(text))
+
+
+def words(text):
+    "'Sender_Mobile No.' -> ['sender', 'mobile', 'no']"
+    text = unicodedata.normalize('NFKD', str(text or ''))
+    text = ''.join(c for c in text if not unicodedata.combining(c))
+    text = text.lower().replace('&', ' and ')
+    return re.findall(r'[a-z0-9]+', text)
+
+
+def cell_text(value):
+    "A cell as text: XLSX numbers without the '.0' Excel adds to them."
+    if value is None:
+        return ''
+    if isinstance(value, bool):
+        return 'TRUE' if value else 'FALSE'
+    if isinstance(value, float):
+        if value.is_integer():
+            return '%d' % value
+        return repr(value)
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    return str(value).strip()
+
+
+class _CountingReader(io.RawIOBase):
+    "A binary file that counts the bytes read, for the progress bar."
+
+    def __init__(self, file):
+        self.file = file
+        self.count = 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        data = self.file.read(len(buffer))
+        buffer[:len(data)] = data
+        self.count += len(data)
+        return len(data)
+
+
+class LeadFile:
+    """The rows of a CSV or XLSX file, read as a stream: `rows()` yields
+    (row number as the spreadsheet shows it, [cell text])."""
+
+    def __init__(self, file, filename=None):
+        "file: a seekable binary file object."
+        self.file = file
+        self.filename = filename or ''
+        self.size = self._size()
+        self.encoding = None
+        self.sheet = None
+        self._fraction = None
+        head = file.read(8)
+        file.seek(0)
+        if head.startswith(b'PK\x03\x04'):
+            self.kind = 'xlsx'
+        elif head.startswith(b'\xd0\xcf\x11\xe0'):
+            raise LeadImportError(gettext('kraya_crm.msg_import_old_excel',
+                    filename=self.filename))
+        else:
+            self.kind = 'csv'
+
+    def _size(self):
+        position = self.file.tell()
+        size = self.file.seek(0, io.SEEK_END)
+        self.file.seek(position)
+        return size
+
+    def fraction_done(self):
+        "How much of the file has been read, 0 to 1 (None when unknown)."
+        return self._fraction() if self._fraction else None
+
+    def rows(self):
+        if self.kind == 'xlsx':
+            return self._xlsx_rows()
+        return self._csv_rows()
+
+    def _detect_encoding(self):
+        """UTF-8 (with or without BOM), else Windows-1252, the two encodings
+        Excel writes CSV in; UTF-16 when it starts with its BOM. Decodes the
+        whole file once as a stream, so a late non-UTF-8 byte is caught."""
+        head = self.file.read(4)
+        self.file.seek(0)
+        if head.startswith((b'\xff\xfe', b'\xfe\xff')):
+            return 'utf-16'
+        decoder = codecs.getincrementaldecoder('utf-8-sig')()
+        try:
+            while chunk := self.file.read(1 << 20):
+                decoder.decode(chunk)
+            decoder.decode(b'', final=True)
+            return 'utf-8-sig'
+        except UnicodeDecodeError:
+            return 'cp1252'
+        finally:
+            self.file.seek(0)
+
+    def _csv_rows(self):
+        self.encoding = self._detect_encoding()
+        sample = self.file.read(SNIFF_BYTES).decode(
+            self.encoding, errors='ignore')
+        self.file.seek(0)
+        try:
+            dialect = csv.Sniffer().sniff(sample, delimiters=',;\t|')
+        except csv.Error:
+            dialect = csv.excel
+        counter = _CountingReader(self.file)
+        text = io.TextIOWrapper(io.BufferedReader(counter),
+            encoding=self.encoding, errors='replace', newline='')
+        size = self.size or 1
+        self._fraction = lambda: min(counter.count / size, 1)
+        for number, cells in enumerate(csv.reader(text, dialect), 1):
+            yield number, [c.strip() for c in cells]
+
+    def _xlsx_rows(self):
+        try:
+            import openpyxl
+        except ImportError as exception:
+            raise LeadImportError(gettext(
+                    'kraya_crm.msg_import_xlsx_unsupported')) from exception
+        try:
+            workbook = openpyxl.load_workbook(
+                self.file, read_only=True, data_only=True)
+        except Exception as exception:
+            raise LeadImportError(gettext('kraya_crm.msg_import_unreadable',
+                    filename=self.filename, error=str(exception))) \
+                from exception
+        try:
+            sheet = workbook.worksheets[0]
+            self.sheet = sheet.title
+            total = sheet.max_row or 0
+            number = 0
+            self._fraction = lambda: min(number / total, 1) if total else None
+            for number, values in enumerate(
+                    sheet.iter_rows(values_only=True), 1):
+                yield number, [cell_text(v) for v in values]
+        finally:
+            workbook.close()
+
+
+class ColumnMap:
+    "Which column of the file holds which lead field, found by its header."
+
+    def __init__(self, header):
+        self.header = header
+        self.index = {}
+        self.ignored = []
+        for position, title in enumerate(header):
+            if not title.strip():
+                continue
+            field = self.field_of(title)
+            if field and field not in self.index:
+                self.index[field] = position
+            else:
+                self.ignored.append(title)
+
+    @staticmethod
+    def field_of(title):
+        key = compact(title)
+        for field, spellings in HEADER_SYNONYMS.items():
+            if key in spellings:
+                return field
+        tokens = set(words(title))
+        for field, keywords in HEADER_KEYWORDS:
+            if tokens & keywords:
+                return field
+
+    def __bool__(self):
+        "Whether the header names a column to find a person by."
+        return bool(self.index.keys()
+            & {'name', 'first_name', 'phone', 'whatsapp', 'email'})
+
+    def title(self, field):
+        "The file's header of the field's column, for the report."
+        if field in self.index:
+            return self.header[self.index[field]]
+        return FIELD_LABELS.get(field, field)
+
+    def cells_of(self, cells):
+        "field -> text of the row's mapped cells that are not blank."
+        found = {}
+        for field, position in self.index.items():
+            if position < len(cells) and (text := cells[position]) \
+                    and text.lower() not in BLANKS:
+                found[field] = text
+        return found
+
+    def mapping_text(self):
+        return ', '.join(f'{self.header[i]} → {FIELD_LABELS[f]}'
+            for f, i in sorted(self.index.items(), key=lambda x: x[1]))
+
+
+class StateLookup:
+    """Indian states and union territories by name, ISO code ("MH",
+    "IN-MH") or a common spelling, case-insensitively."""
+
+    def __init__(self, subdivisions):
+        "subdivisions: [(id, code, name)] of India's top-level subdivisions"
+        self.by_key = {}
+        by_code = {}
+        for id_, code, name in subdivisions:
+            by_code[code.upper()] = id_
+            self.by_key[compact(name)] = id_
+            self.by_key[compact(code)] = id_
+            self.by_key[compact(code.split('-', 1)[-1])] = id_
+        for alias, code in STATE_ALIASES.items():
+            if code in by_code:
+                self.by_key.setdefault(alias, by_code[code])
+        self.names = sorted(k for k in self.by_key if len(k) > 3)
+        self.cache = {}
+
+    def get(self, text):
+        "The subdivision id, None when unknown."
+        if text not in self.cache:
+            key = compact(text)
+            found = self.by_key.get(key)
+            if found is None and len(key) >= 4:
+                # "Andaman & Nicobar", "Maha": a unique beginning of a name.
+                ids = {self.by_key[n] for n in self.names if n.startswith(key)}
+                if len(ids) == 1:
+                    found, = ids
+            self.cache[text] = found
+        return self.cache[text]
+
+
+class RowParser:
+    "Turns a row's cells into lead values, or says what is wrong with it."
+
+    def __init__(self, columns, states):
+        self.columns = columns
+        self.states = states
+
+    def parse(self, cells):
+        """Return (values, problems): problems are (field, reason, fatal);
+        a fatal problem keeps the row out, another drops only the value."""
+        given = self.columns.cells_of(cells)
+        values, problems = {}, []
+        name = given.get('name') or ' '.join(filter(None, [
+                    given.get('first_name'), given.get('last_name')]))
+        if name:
+            values['name'] = ' '.join(name.split())
+        for field in ('company_name', 'city', 'campaign', 'notes'):
+            if field in given:
+                values[field] = given[field]
+        for field in ('phone', 'whatsapp'):
+            text = given.get(field)
+            if not text or (field == 'whatsapp' and text.lower() in YES_NO):
+                # A yes/no WhatsApp column: the mobile is (not) on WhatsApp.
+                continue
+            try:
+                values[field] = phone_number(text)
+            except InvalidPhone as exception:
+                problems.append((field, str(exception), True))
+        if 'whatsapp' in values and values['whatsapp'] == values.get('phone'):
+            del values['whatsapp']
+        if text := given.get('email'):
+            email = normalize_email(text)
+            if EMAIL.match(email):
+                values['email'] = email
+            else:
+                problems.append(
+                    ('email', f"not an email address: {text!r}", True))
+        if text := given.get('state'):
+            subdivision = self.states.get(text)
+            if subdivision:
+                values['subdivision'] = subdivision
+            else:
+                problems.append(('state',
+                        f"not an Indian state or union territory: {text!r}; "
+                        "imported without a state", False))
+        if not problems and not identity_keys(values):
+            field = next((f for f in ('phone', 'email', 'whatsapp')
+                    if f in self.columns.index), 'phone')
+            problems.append((field, "no phone, WhatsApp number or email: "
+                    "nobody could reach this lead", True))
+        return values, problems
+
+
+def phone_number(text):
+    """The phone number in E.164. Undoes what Excel does to long numbers
+    (9.19876543210E+11, 919876543210.0) and refuses the ones whose digits
+    Excel rounded away (9.19877E+11)."""
+    text = text.strip()
+    if '.' not in text:
+        pass
+    elif match := DECIMAL_ZERO.match(text):
+        text = match.group(1)
+    elif match := SCIENTIFIC.match(text):
+        first, rest, exponent = match.groups()
+        digits = 1 + len(rest or '')
+        if digits < int(exponent) + 1:
+            raise InvalidPhone(f"Excel rounded this number to {text}: "
+                "format the column as Text and export it again")
+        text = '%d' % Decimal(text.lstrip('+'))
+    try:
+        phone = normalize_phone(text)
+    except InvalidPhone:
+        phone = None
+    if phone is None:
+        raise InvalidPhone(f"not a valid phone number: {text!r} (give 10 "
+            "digits for India, or + and the country code)")
+    return phone
+
+
+def parse_rows(parser, rows):
+    """(number, cells, values, problems) for each row; values is None for
+    an empty row."""
+    for number, cells in rows:
+        if any(cells):
+            yield (number, cells) + parser.parse(cells)
+        else:
+            yield number, cells, None, None
+
+
+_child_parser = None
+
+
+def _start_child(parser):
+    global _child_parser
+    _child_parser = parser
+
+
+def _parse_chunk(rows):
+    # Only the results go back: the caller has the cells.
+    return [parse[2:] for parse in parse_rows(_child_parser, rows)]
+
+
+def parse_in_parallel(parser, rows, size=2000, ahead=3):
+    """parse_rows in a child process, a few chunks ahead of the caller,
+    which works the database meanwhile. Memory stays bounded: at most
+    `ahead` chunks wait."""
+    context = multiprocessing.get_context('fork')
+    with context.Pool(1, _start_child, (parser,)) as pool:
+        waiting = collections.deque()
+        for chunk in _slices_of(rows, size):
+            waiting.append((chunk, pool.apply_async(_parse_chunk, (chunk,))))
+            if len(waiting) > ahead:
+                chunk, parsed = waiting.popleft()
+                yield from _joined(chunk, parsed.get())
+        while waiting:
+            chunk, parsed = waiting.popleft()
+            yield from _joined(chunk, parsed.get())
+
+
+def _joined(chunk, parsed):
+    for (number, cells), (values, problems) in zip(chunk, parsed):
+        yield number, cells, values, problems
+
+
+def _slices_of(iterable, size):
+    "Lists of at most size items of an iterable, read as they are needed."
+    iterator = iter(iterable)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+class FileIdentities:
+    """The identity keys of the people met so far in the file, kept in a
+    private on-disk SQLite database so that memory stays flat however long
+    the file is."""
+
+    def __init__(self):
+        # An empty name is a temporary database on disk, removed on close;
+        # nothing to recover after a crash, and 16 MB of cache at most.
+        self.db = sqlite3.connect('')
+        for pragma in ['journal_mode = OFF', 'synchronous = OFF',
+                'cache_size = -16000']:
+            self.db.execute('PRAGMA ' + pragma)
+        self.db.execute('CREATE TABLE seen (key TEXT PRIMARY KEY) '
+            'WITHOUT ROWID')
+
+    def seen(self, keys):
+        "The keys among these met before."
+        found = set()
+        for sub in grouped_slice(sorted(keys), 500):
+            sub = list(sub)
+            found.update(k for k, in self.db.execute(
+                    'SELECT key FROM seen WHERE key IN (%s)'
+                    % ','.join('?' * len(sub)), sub))
+        return found
+
+    def add(self, keys):
+        self.db.executemany(
+            'INSERT OR IGNORE INTO seen VALUES (?)', ((k,) for k in keys))
+
+    def close(self):
+        self.db.close()
+
+
+def key_text(key):
+    return '%s:%s' % key
+
+
+def _slices(items, size):
+    "Lists of at most size items."
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _zip_slices(first, second, size):
+    "Pairs of slices of two lists, until both are used up."
+    for i in range(0, max(len(first), len(second)) or 1, size):
+        yield first[i:i + size], second[i:i + size]
+
+
+class ImportSummary:
+    "What an import did, or would do in a dry run."
+
+    def __init__(self, filename, dry_run=False):
+        self.filename = filename
+        self.dry_run = dry_run
+        self.rows = 0
+        self.empty = 0
+        self.created = 0
+        self.matched = 0
+        self.duplicates = 0
+        self.errors = 0
+        self.warnings = 0
+        self.columns = ''
+        self.ignored = []
+        self.header_row = None
+        self.seconds = 0.0
+
+    @property
+    def rows_per_second(self):
+        return self.rows / self.seconds if self.seconds else 0
+
+    def text(self):
+        would = self.dry_run
+        lines = [
+            f"{'Dry run: nothing was saved. ' if would else ''}"
+            f"Read {self.rows:,} rows from {self.filename or 'the file'} "
+            f"in {self.seconds:.1f} s.",
+            f"{self.created:>9,} new leads"
+            + (" would be created" if would else " created"),
+            f"{self.matched:>9,} rows"
+            + (" would attach" if would else " attached")
+            + " to existing leads (same phone, WhatsApp or email)",
+            f"{self.duplicates:>9,} rows repeat a person met earlier in the "
+            "file",
+            f"{self.errors:>9,} rows not imported because of errors",
+            f"{self.warnings:>9,} rows imported without a value they had",
+            ]
+        if self.empty:
+            lines.append(f"{self.empty:>9,} empty lines skipped")
+        if self.columns:
+            lines.append(f"Columns: {self.columns}")
+        if self.ignored:
+            lines.append("Ignored columns: " + ', '.join(self.ignored))
+        return '\n'.join(lines)
+
+
+class ProblemReport:
+    """The problems of an import as CSV: row, column, problem, what
+    happened to the row, then the row's own cells, so that the file can be
+    fixed and imported again. Written as found: memory stays flat."""
+    HEADER = ['Row', 'Column', 'Problem', 'Outcome']
+
+    def __init__(self, stream=None):
+        self.stream = stream
+        self.writer = csv.writer(stream) if stream is not None else None
+        self.count = 0
+        self._header_written = False
+
+    def add(self, row, column, reason, fatal, header, cells):
+        self.count += 1
+        if self.writer is None:
+            return
+        if not self._header_written:
+            self.writer.writerow(self.HEADER + list(header))
+            self._header_written = True
+        self.writer.writerow([row, column, reason,
+                "not imported" if fatal else "imported without this value",
+                *cells])
+
+
+class LeadImport:
+    """One run of the importer over a file: rows are checked one by one,
+    then handled in batches. A batch costs one query for the people met
+    earlier in the file, one indexed query for those already in the
+    database, and one bulk insert of the new people; the rows of people
+    already known are attached to their leads (filling empty fields only)
+    a few hundred at a time."""
+
+    def __init__(self, Lead, source=None, dry_run=False,
+            consent_channel=None, consent_basis=None, report=None,
+            progress=None, batch_size=BATCH_SIZE, parallel=False):
+        self.Lead = Lead
+        self.parallel = parallel and (os.cpu_count() or 1) > 1
+        self.source = source
+        self.dry_run = dry_run
+        self.consent_channel = consent_channel
+        self.consent_basis = consent_basis
+        self.report = report if report is not None else ProblemReport()
+        self.progress = progress
+        self.batch_size = batch_size
+        self.known_rows = []
+        self.identities = None
+        self.summary = None
+
+    def run(self, lead_file):
+        start = time.monotonic()
+        self.summary = ImportSummary(lead_file.filename, self.dry_run)
+        self.identities = FileIdentities()
+        try:
+            self._run(lead_file)
+        finally:
+            self.identities.close()
+        self.summary.seconds = time.monotonic() - start
+        return self.summary
+
+    def _run(self, lead_file):
+        summary = self.summary
+        rows = lead_file.rows()
+        columns = None
+        for number, cells in rows:
+            if not any(cells):
+                continue
+            columns = ColumnMap(cells)
+            # A title or a blank row may come before the header.
+            if columns or number >= 10:
+                break
+        if not columns:
+            raise LeadImportError(gettext('kraya_crm.msg_import_no_header',
+                    filename=lead_file.filename))
+        summary.header_row = number
+        summary.columns = columns.mapping_text()
+        summary.ignored = columns.ignored
+        parser = RowParser(
+            columns, StateLookup(self.Lead._import_subdivisions()))
+        batch = []
+        parse = parse_in_parallel if self.parallel else parse_rows
+        for number, cells, values, problems in parse(parser, rows):
+            if values is None:
+                summary.empty += 1
+                continue
+            summary.rows += 1
+            for field, reason, fatal in problems:
+                self.report.add(number, columns.title(field), reason, fatal,
+                    columns.header, cells)
+            if any(fatal for _, _, fatal in problems):
+                summary.errors += 1
+                continue
+            if problems:
+                summary.warnings += 1
+            batch.append(values)
+            if len(batch) >= self.batch_size:
+                self._import_batch(batch)
+                batch = []
+                if self.progress:
+                    self.progress(summary.rows, lead_file.fraction_done())
+        self._import_batch(batch)
+        self._attach_known(force=True)
+        if self.progress:
+            self.progress(summary.rows, 1)
+
+    def _import_batch(self, batch):
+        "Sort a batch into new people, repeats in the file and known people."
+        Lead, summary = self.Lead, self.summary
+        if not batch:
+            return
+        row_keys = [identity_keys(v) for v in batch]
+        texts = [{key_text(k) for k in keys} for keys in row_keys]
+        met = self.identities.seen(set().union(*texts))
+        repeated = []
+        for keys in texts:
+            repeated.append(bool(keys & met))
+            met |= keys
+        self.identities.add(set().union(*texts))
+        known = Lead._known_identities(set().union(*(
+                    keys for keys, again in zip(row_keys, repeated)
+                    if not again)))
+        new = []
+        for values, keys, again in zip(batch, row_keys, repeated):
+            if again:
+                summary.duplicates += 1
+                self.known_rows.append(values)
+            elif keys & known:
+                summary.matched += 1
+                self.known_rows.append(values)
+            else:
+                summary.created += 1
+                new.append(Lead._import_values(values, self.source))
+        if self.dry_run:
+            self.known_rows.clear()
+            return
+        if new:
+            self._opt_in(Lead.create_in_bulk(new))
+        self._attach_known()
+
+    def _attach_known(self, force=False):
+        """Attach the rows of people already known (their leads exist by
+        now, those first met earlier in this file included) a few hundred
+        at a time; Lead.capture gets any whose lead went away meanwhile."""
+        if len(self.known_rows) < (1 if force else KNOWN_SIZE):
+            return
+        for rows in grouped_slice(self.known_rows, KNOWN_SIZE):
+            ids, missing = self.Lead._attach_known(list(rows))
+            if missing:
+                results = self.Lead.capture(missing, source=self.source)
+                ids += [lead.id for lead, _ in results]
+            self._opt_in(ids)
+        self.known_rows = []
+
+    def _opt_in(self, ids):
+        if not self.consent_basis:
+            return
+        ids = sorted(set(ids))
+        for sub_ids in grouped_slice(ids, KNOWN_SIZE):
+            self.Lead.opt_in(self.Lead.browse(list(sub_ids)),
+                self.consent_channel, 'import', self.consent_basis)
+
+
+class Lead(metaclass=PoolMeta):
+    __name__ = 'crm.lead'
+
+    @classmethod
+    def import_file(cls, file, filename=None, source=None, dry_run=False,
+            consent_channel=None, consent_basis=None, report=None,
+            progress=None, batch_size=BATCH_SIZE, parallel=False):
+        """Import the leads of a CSV or XLSX file (a seekable binary file
+        object) and return an ImportSummary. People already known by phone,
+        WhatsApp number or email are attached to, not duplicated. Consent
+        is recorded on `consent_channel` only with a `consent_basis`.
+        In a dry run nothing is written and the summary says what would be.
+        `report` (ProblemReport) receives the problems as they are found;
+        `progress(rows, fraction)` is called after each batch. With
+        `parallel` the rows are parsed in a child process (for ./crm import;
+        not inside the server)."""
+        pool = Pool()
+        ModelAccess = pool.get('ir.model.access')
+        Source = pool.get('crm.source')
+        if not dry_run:
+            for mode in ('create', 'write'):
+                if not ModelAccess.check(cls.__name__, mode,
+                        raise_exception=False):
+                    raise AccessError(gettext(
+                            'kraya_crm.msg_import_no_access'))
+        if isinstance(source, str):
+            code = source
+            source = Source.get_by_code(code)
+            if not source:
+                raise LeadImportError(gettext(
+                        'kraya_crm.msg_import_unknown_source', source=code,
+                        sources=', '.join(s.code for s in Source.search([]))))
+        consent_basis = (consent_basis or '').strip() or None
+        run = LeadImport(cls, source=source, dry_run=dry_run,
+            consent_channel=consent_channel or 'whatsapp',
+            consent_basis=consent_basis, report=report, progress=progress,
+            batch_size=batch_size, parallel=parallel)
+        # One person, one lead: identities are matched across all leads,
+        # whoever may see them (see docs/decisions.md).
+        with without_check_access():
+            return run.run(LeadFile(file, filename))
+
+    @classmethod
+    def _import_subdivisions(cls):
+        Subdivision = Pool().get('country.subdivision')
+        return [(s.id, s.code, s.name) for s in Subdivision.search([
+                    ('country.code', '=', 'IN'), ('parent', '=', None)])]
+
+    @classmethod
+    def _identity_rows(cls, keys, names):
+        """The active leads known by any of these keys, as dicts of the
+        field names and 'id', oldest first. Indexed queries on the phone,
+        WhatsApp and email columns (a domain compares COALESCE(phone, '')
+        and so scans the whole table)."""
+        if not keys:
+            return []
+        cursor = Transaction().connection.cursor()
+        mark = Flavor.get().param
+        phones = sorted({v for k, v in keys if k == 'phone'})
+        emails = sorted({v for k, v in keys if k == 'email'})
+        select = 'SELECT %s FROM "%s" WHERE ' % (
+            ', '.join('"%s"' % n for n in ['id', *names]), cls._table)
+        active = ' AND "active"' if 'active' in cls._fields else ''
+        found = {}
+        for sub_phones, sub_emails in _zip_slices(phones, emails, 300):
+            # A plain OR of IN lists, which the database answers index by
+            # index (python-sql would take longer to write it than this).
+            clauses = [f'"{column}" IN ({", ".join([mark] * len(values))})'
+                for column, values in [('phone', sub_phones),
+                    ('whatsapp', sub_phones), ('email', sub_emails)]
+                if values]
+            cursor.execute(select + '(%s)%s' % (' OR '.join(clauses), active),
+                sub_phones + sub_phones + sub_emails)
+            for row in cursor:
+                found[row[0]] = dict(zip(['id', *names], row))
+        return [found[i] for i in sorted(found)]
+
+    @classmethod
+    def _known_identities(cls, keys):
+        "The keys among these that an active lead already has."
+        found = set()
+        for lead in cls._identity_rows(keys, ['phone', 'whatsapp', 'email']):
+            found |= identity_keys(lead)
+        return found & set(keys)
+
+    @classmethod
+    def _attach_known(cls, vlist):
+        """Attach rows of people who already have a lead, the way
+        Lead.capture does: each row goes to the oldest active lead with one
+        of its keys and fills that lead's empty fields only (the first row
+        to give a value wins). Return the ids of the leads, row by row, and
+        the rows whose lead was not found."""
+        leads = cls._identity_rows(
+            set().union(*(identity_keys(v) for v in vlist)), CAPTURE_FIELDS)
+        owners, current = {}, {}
+        for lead in leads:
+            current[lead['id']] = lead
+            for key in identity_keys(lead):
+                owners.setdefault(key, lead['id'])
+        ids, missing, fills = [], [], {}
+        for values in vlist:
+            keys = identity_keys(values)
+            lead_id = next(
+                (owners[k] for k in sorted(keys) if k in owners), None)
+            if lead_id is None:
+                missing.append(values)
+                continue
+            ids.append(lead_id)
+            lead = current[lead_id]
+            for name in CAPTURE_FIELDS:
+                if values.get(name) and not lead[name]:
+                    lead[name] = fills.setdefault(lead_id, {})[name] = \
+                        values[name]
+            for key in keys:
+                owners.setdefault(key, lead_id)
+        if fills:
+            cls.write(*chain.from_iterable(
+                    ([cls(i)], v) for i, v in fills.items()))
+        return ids, missing
+
+    @staticmethod
+    def _import_values(values, source):
+        "The values of a new lead, as Lead.capture makes them."
+        values = {f: values[f] for f in CAPTURE_FIELDS
+            if values.get(f) is not None}
+        values.setdefault('name', values.get('phone')
+            or values.get('whatsapp') or values.get('email'))
+        if source:
+            values['source'] = source.id
+        return values
+
+    @classmethod
+    def _bulk_creatable(cls, vlist):
+        "Only plain column values go in bulk (no x2many, translation...)."
+        for name in set().union(*vlist):
+            field = cls._fields[name]
+            if hasattr(field, 'set') or getattr(field, 'translate', False):
+                return False
+        return not (cls._history or cls._path_fields or cls._mptt_fields)
+
+    @classmethod
+    def create_in_bulk(cls, vlist):
+        """Create leads from values the importer checked and return their
+        ids: what ModelSQL.create does (access checks, preprocess_values,
+        defaults, create_uid/create_date, then triggers, check_modification,
+        on_modification, validate and record rules) with one prepared
+        INSERT for all rows and without the per-field checks of values
+        already checked (required, domains, selections)."""
+        if not cls._bulk_creatable(vlist):
+            return [lead.id for lead in cls.create(vlist)]
+        transaction = Transaction()
+        database = transaction.database
+        cursor = transaction.connection.cursor()
+        table = cls.__table__()
+        vlist = cls._before_create(vlist)
+        magic = {'id', 'create_uid', 'create_date', 'write_uid', 'write_date'}
+        storable = [n for n, f in cls._fields.items()
+            if n not in magic and not hasattr(f, 'set')
+            and not (isinstance(f, fields.Function) and not f.setter)]
+        defaults = cls._clean_defaults(
+            cls.default_get(storable, with_rec_name=False))
+        given = sorted(set().union(*vlist) - magic)
+        # Columns no row gives take their default: formatted once.
+        constant = [n for n in sorted(defaults) if n not in given]
+        tail = [cls._fields[n].sql_format(defaults[n]) for n in constant]
+        # Cities, states and campaigns repeat: each value formatted once.
+        formats = [(n, cls._fields[n].sql_format, {}, defaults.get(n))
+            for n in given]
+        params = []
+        for values in vlist:
+            row = [transaction.user]
+            for name, sql_format, formatted, default in formats:
+                value = values.get(name, default)
+                if value is not None:
+                    if value not in formatted:
+                        formatted[value] = sql_format(value)
+                    value = formatted[value]
+                row.append(value)
+            params.append(row + tail)
+        columns = [table.create_uid, table.create_date] + [
+            Column(table, n) for n in given + constant]
+
+        def insert(columns):
+            "The statement once, with placeholders for each row's values."
+            sample = [0, CurrentTimestamp()] + [0] * (len(columns) - 2)
+            query, _ = tuple(table.insert(columns, [sample]))
+            return query
+
+        ids = database.nextid(
+            transaction.connection, cls._table, count=len(params))
+        if isinstance(ids, int):
+            ids = [ids]
+        first = []
+        if not ids:
+            # The first row takes the next id; on SQLite it also takes the
+            # write lock until commit, so the other rows can follow it.
+            cursor.execute(insert(columns), params[0])
+            first = [database.lastid(cursor)]
+            params = params[1:]
+            if backend.name == 'sqlite':
+                ids = range(first[0] + 1, first[0] + 1 + len(params))
+        if ids:
+            for row, id_ in zip(params, ids):
+                row.append(id_)
+            cursor.executemany(insert(columns + [table.id]), params)
+            ids = first + list(ids)
+        else:
+            query = insert(columns)
+            ids = first
+            for row in params:
+                cursor.execute(query, row)
+                ids.append(database.lastid(cursor))
+        checked = _checked_ids.set(frozenset(ids))
+        try:
+            # In slices: browsing n records costs Tryton O(n²) checks.
+            for sub_ids in _slices(ids, 50):
+                cls._after_create(sub_ids)
+        finally:
+            _checked_ids.reset(checked)
+        cls._ModelSQL__check_domain_rule(ids, 'create')
+        return ids
+
+    @classmethod
+    def _validate(cls, records, field_names=None):
+        checked = _checked_ids.get()
+        if checked and all(r.id in checked for r in records):
+            # Required fields, domains and selections of these rows were
+            # checked once for the import; model-level checks still run.
+            field_names = set()
+        super()._validate(records, field_names=field_names)
+
+
+class ImportStart(ModelView):
+    "Import Leads"
+    __name__ = 'crm.lead.import.start'
+    file = fields.Binary(
+        "File", required=True, filename='filename',
+        help="A CSV or Excel (.xlsx) file with a header row and one lead "
+        "per row.")
+    filename = fields.Char("File Name")
+    source = fields.Many2One(
+        'crm.source', "Source", required=True,
+        help="Where these leads came from; set on the new leads.")
+    dry_run = fields.Boolean(
+        "Dry Run",
+        help="Check the file and count what would be imported, without "
+        "saving anything.")
+    consent_basis = fields.Char(
+        "Consent Basis",
+        help="Why these people may be messaged, e.g. \"Asked for a call "
+        "back at the Powai site office, Nov 2026\". Leave empty when they "
+        "have not agreed: then no consent is recorded.")
+    consent_channel = fields.Selection(
+        CONSENT_CHANNELS, "Consent For",
+        states={
+            'invisible': ~Bool(Eval('consent_basis')),
+            'required': Bool(Eval('consent_basis')),
+            })
+
+    @classmethod
+    def default_source(cls):
+        pool = Pool()
+        ModelData = pool.get('ir.model.data')
+        try:
+            return ModelData.get_id('kraya_crm', 'source_import')
+        except KeyError:
+            return None
+
+    @classmethod
+    def default_dry_run(cls):
+        return False
+
+    @classmethod
+    def default_consent_channel(cls):
+        return 'whatsapp'
+
+
+class ImportResult(ModelView):
+    "Import Leads"
+    __name__ = 'crm.lead.import.result'
+    summary = fields.Text("Summary", readonly=True)
+    problems = fields.Text("Problems", readonly=True)
+    report = fields.Binary(
+        "Problem Report", filename='report_filename', readonly=True,
+        help="Every problem as CSV, with the row's cells: fix the rows and "
+        "import this file again.")
+    report_filename = fields.Char("Report File Name", readonly=True)
+    dry_run = fields.Boolean("Dry Run", readonly=True)
+
+
+class Import(Wizard):
+    "Import Leads"
+    __name__ = 'crm.lead.import'
+    start = StateView('crm.lead.import.start',
+        'kraya_crm.lead_import_start_view_form', [
+            Button("Cancel", 'end', 'tryton-cancel'),
+            Button("Import", 'import_', 'tryton-import', default=True),
+            ])
+    import_ = StateTransition()
+    result = StateView('crm.lead.import.result',
+        'kraya_crm.lead_import_result_view_form', [
+            Button("Close", 'end', 'tryton-close', default=True),
+            Button("Import for Real", 'import_for_real', 'tryton-import',
+                states={'invisible': ~Eval('dry_run')}),
+            ])
+    import_for_real = StateTransition()
+
+    def transition_import_(self):
+        Lead = Pool().get('crm.lead')
+        stream = io.StringIO()
+        report = ProblemReport(stream)
+        summary = Lead.import_file(
+            io.BytesIO(self.start.file), self.start.filename,
+            source=self.start.source, dry_run=self.start.dry_run,
+            consent_channel=self.start.consent_channel,
+            consent_basis=self.start.consent_basis, report=report)
+        self.result.summary = summary.text()
+        self.result.dry_run = summary.dry_run
+        lines = stream.getvalue().splitlines()
+        shown = lines[1:SHOWN_PROBLEMS + 1]
+        if len(lines) - 1 > len(shown):
+            shown.append(f"... and {len(lines) - 1 - len(shown):,} more in "
+                "the problem report")
+        self.result.problems = '\n'.join(shown)
+        if report.count:
+            stem = (self.start.filename or 'leads').rsplit('.', 1)[0]
+            self.result.report = stream.getvalue().encode('utf-8-sig')
+            self.result.report_filename = f'{stem}.errors.csv'
+        else:
+            self.result.report = None
+            self.result.report_filename = None
+        return 'result'
+
+    def transition_import_for_real(self):
+        self.start.dry_run = False
+        return self.transition_import_()
+
+    def default_result(self, fields):
+        return {name: getattr(self.result, name, None) for name in [
+                'summary', 'problems', 'report', 'report_filename',
+                'dry_run']}
