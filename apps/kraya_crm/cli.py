@@ -176,7 +176,12 @@ def parser():
 
 
 def main(argv=None):
-    args = parser().parse_args(argv)
+    # pytest's own options (./crm test -q -k rules) pass through untouched.
+    args, extra = parser().parse_known_args(argv)
+    if extra:
+        if args.command != 'test':
+            parser().error('unrecognized arguments: ' + ' '.join(extra))
+        args.pytest_args = extra + list(args.pytest_args)
     if not args.command:
         parser().print_help()
         return 2
