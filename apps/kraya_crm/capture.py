@@ -1,7 +1,10 @@
 """One identity per person: every channel (WhatsApp, web forms, imports)
 hands its people to Lead.capture, which matches them on phone, WhatsApp
 number or email and creates only those it does not know."""
+from sql import Flavor
+
 from trytond.pool import Pool, PoolMeta
+from trytond.transaction import Transaction
 
 from .contact import normalize_email
 
@@ -10,6 +13,10 @@ from .contact import normalize_email
 CAPTURE_FIELDS = (
     'name', 'company_name', 'phone', 'whatsapp', 'email', 'city',
     'subdivision', 'campaign', 'notes')
+
+IDENTITY_FIELDS = ('phone', 'whatsapp', 'email')
+# Keys looked up per query: short IN lists stay index lookups everywhere.
+IDENTITY_SLICE = 300
 
 
 def capture_company():
@@ -35,26 +42,52 @@ class Lead(metaclass=PoolMeta):
     __name__ = 'crm.lead'
 
     @classmethod
-    def find_by_identity(cls, keys):
-        """The existing leads known by any of these keys, as a dict
-        key -> lead. One query, through the phone, WhatsApp and email
-        indexes. Converted leads count: the person is the same."""
+    def identity_queries(cls, keys, names):
+        """The SQL (text, params) that find the active leads known by any of
+        these keys, selecting 'id' and the names. Plain comparisons of the
+        phone, WhatsApp and email columns, which the database answers index
+        by index: a domain would compare COALESCE(phone, '') and scan the
+        whole table. In slices, to keep the parameter lists short."""
+        mark = Flavor.get().param
         phones = sorted({v for k, v in keys if k == 'phone'})
         emails = sorted({v for k, v in keys if k == 'email'})
-        domain = ['OR']
-        if phones:
-            domain.append(('phone', 'in', phones))
-            domain.append(('whatsapp', 'in', phones))
-        if emails:
-            domain.append(('email', 'in', emails))
-        if len(domain) == 1:
-            return {}
+        select = 'SELECT %s FROM "%s" WHERE ' % (
+            ', '.join('"%s"' % n for n in ['id', *names]), cls._table)
+        active = ' AND "active"' if 'active' in cls._fields else ''
+        for i in range(0, max(len(phones), len(emails)), IDENTITY_SLICE):
+            sub_phones = phones[i:i + IDENTITY_SLICE]
+            sub_emails = emails[i:i + IDENTITY_SLICE]
+            clauses = [f'"{column}" IN ({", ".join([mark] * len(values))})'
+                for column, values in [('phone', sub_phones),
+                    ('whatsapp', sub_phones), ('email', sub_emails)]
+                if values]
+            yield (select + '(%s)%s' % (' OR '.join(clauses), active),
+                sub_phones + sub_phones + sub_emails)
+
+    @classmethod
+    def _identity_rows(cls, keys, names):
+        """The active leads known by any of these keys, as dicts of 'id'
+        and the names, oldest first."""
+        cursor = Transaction().connection.cursor()
         found = {}
-        # Oldest first, so that the original lead wins over later duplicates.
-        for lead in cls.search(domain, order=[('id', 'ASC')]):
-            for key in identity_keys({
-                        'phone': lead.phone, 'whatsapp': lead.whatsapp,
-                        'email': lead.email}):
+        for query, params in cls.identity_queries(keys, names):
+            cursor.execute(query, params)
+            for row in cursor:
+                found[row[0]] = dict(zip(['id', *names], row))
+        return [found[i] for i in sorted(found)]
+
+    @classmethod
+    def find_by_identity(cls, keys):
+        """The active leads known by any of these keys, as a dict key ->
+        lead; the oldest lead wins a key, so that the original lead wins
+        over later duplicates. Converted leads count: the person is the
+        same."""
+        rows = cls._identity_rows(keys, IDENTITY_FIELDS)
+        # Browsed together, so that reading one reads them all at once.
+        leads = cls.browse([row['id'] for row in rows])
+        found = {}
+        for row, lead in zip(rows, leads):
+            for key in identity_keys(row):
                 found.setdefault(key, lead)
         return found
 

@@ -22,7 +22,7 @@ import unicodedata
 from decimal import Decimal
 from itertools import chain, islice
 
-from sql import Column, Flavor
+from sql import Column
 from sql.functions import CurrentTimestamp
 
 from trytond import backend
@@ -540,12 +540,6 @@ def _slices(items, size):
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def _zip_slices(first, second, size):
-    "Pairs of slices of two lists, until both are used up."
-    for i in range(0, max(len(first), len(second)) or 1, size):
-        yield first[i:i + size], second[i:i + size]
-
-
 class ImportSummary:
     "What an import did, or would do in a dry run."
 
@@ -801,35 +795,6 @@ class Lead(metaclass=PoolMeta):
         Subdivision = Pool().get('country.subdivision')
         return [(s.id, s.code, s.name) for s in Subdivision.search([
                     ('country.code', '=', 'IN'), ('parent', '=', None)])]
-
-    @classmethod
-    def _identity_rows(cls, keys, names):
-        """The active leads known by any of these keys, as dicts of the
-        field names and 'id', oldest first. Indexed queries on the phone,
-        WhatsApp and email columns (a domain compares COALESCE(phone, '')
-        and so scans the whole table)."""
-        if not keys:
-            return []
-        cursor = Transaction().connection.cursor()
-        mark = Flavor.get().param
-        phones = sorted({v for k, v in keys if k == 'phone'})
-        emails = sorted({v for k, v in keys if k == 'email'})
-        select = 'SELECT %s FROM "%s" WHERE ' % (
-            ', '.join('"%s"' % n for n in ['id', *names]), cls._table)
-        active = ' AND "active"' if 'active' in cls._fields else ''
-        found = {}
-        for sub_phones, sub_emails in _zip_slices(phones, emails, 300):
-            # A plain OR of IN lists, which the database answers index by
-            # index (python-sql would take longer to write it than this).
-            clauses = [f'"{column}" IN ({", ".join([mark] * len(values))})'
-                for column, values in [('phone', sub_phones),
-                    ('whatsapp', sub_phones), ('email', sub_emails)]
-                if values]
-            cursor.execute(select + '(%s)%s' % (' OR '.join(clauses), active),
-                sub_phones + sub_phones + sub_emails)
-            for row in cursor:
-                found[row[0]] = dict(zip(['id', *names], row))
-        return [found[i] for i in sorted(found)]
 
     @classmethod
     def _known_identities(cls, keys):

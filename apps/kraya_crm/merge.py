@@ -14,7 +14,7 @@ from trytond.pyson import Eval
 from trytond.transaction import Transaction
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
-from .capture import identity_keys
+from .capture import IDENTITY_FIELDS, identity_keys
 from .message import utcnow
 
 # The lead fields whose surviving value is picked in the merge wizard.
@@ -49,23 +49,18 @@ class Lead(metaclass=PoolMeta):
 
     @classmethod
     def get_similar_leads(cls, leads, name):
-        keys = {}
-        for lead in leads:
-            keys[lead.id] = identity_keys({'phone': lead.phone,
-                    'whatsapp': lead.whatsapp, 'email': lead.email})
-        found = cls.find_by_identity(set().union(*keys.values()))
-        # find_by_identity keeps one lead per key: look at all of them.
-        others = cls.search(['OR',
-                ('phone', 'in', [v for k, v in found if k == 'phone']),
-                ('whatsapp', 'in', [v for k, v in found if k == 'phone']),
-                ('email', 'in', [v for k, v in found if k == 'email']),
-                ]) if found else []
-        result = {}
-        for lead in leads:
-            result[lead.id] = [o.id for o in others if o.id != lead.id
-                and keys[lead.id] & identity_keys({'phone': o.phone,
-                        'whatsapp': o.whatsapp, 'email': o.email})]
-        return result
+        keys = {lead.id: identity_keys({f: getattr(lead, f)
+                    for f in IDENTITY_FIELDS}) for lead in leads}
+        # Every active lead sharing a key, in one indexed query.
+        others = cls._identity_rows(
+            set().union(*keys.values()), IDENTITY_FIELDS)
+        # Only those the user may see (the record rules).
+        visible = {l.id for l in cls.search(
+                [('id', 'in', [o['id'] for o in others])])}
+        others = [o for o in others if o['id'] in visible]
+        return {lead.id: [o['id'] for o in others
+                if o['id'] != lead.id and keys[lead.id] & identity_keys(o)]
+            for lead in leads}
 
     @classmethod
     def search_similar_leads(cls, name, clause):

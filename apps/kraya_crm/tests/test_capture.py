@@ -6,6 +6,8 @@ from trytond.modules.company.tests import create_company, set_company
 from trytond.pool import Pool
 from trytond.tests.test_tryton import activate_module, with_transaction
 
+from .plans import full_scans
+
 
 class CaptureTestCase(unittest.TestCase):
 
@@ -37,6 +39,21 @@ class CaptureTestCase(unittest.TestCase):
             self.assertEqual([(l, c) for l, c in results],
                 [(lead, False)] * 3)
             self.assertEqual(Lead.search_count([]), 1)
+
+    @with_transaction()
+    def test_identity_lookup_reads_leads_by_index(self):
+        Lead = Pool().get('crm.lead')
+        with set_company(create_company()):
+            Lead.create([{'name': f"Lead {i}", 'phone': f'98765{i:05d}',
+                        'email': f'lead{i}@example.in'} for i in range(50)])
+            keys = {('phone', '+919876500007'), ('email', 'lead9@example.in')}
+            queries = list(Lead.identity_queries(keys, ['name']))
+            self.assertTrue(queries)
+            for query, params in queries:
+                self.assertEqual(full_scans(query, params, 'crm_lead'), [])
+            self.assertEqual(
+                {l.name for l in set(Lead.find_by_identity(keys).values())},
+                {"Lead 7", "Lead 9"})
 
     @with_transaction()
     def test_capture_fills_empty_fields_only(self):
