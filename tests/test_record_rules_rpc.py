@@ -57,8 +57,10 @@ def rep2_lead(manager):
 
 
 @pytest.fixture(scope='module')
-def unassigned_lead(manager):
-    return lead_ids(manager, [('owner', '=', None)])[0]
+def unassigned_lead(manager, rep):
+    "An unassigned lead of the rep's team."
+    return lead_ids(manager, [('owner', '=', None),
+            ('team.members', '=', rep.user_id)])[0]
 
 
 def test_manager_sees_every_reps_and_unassigned_leads(manager):
@@ -74,8 +76,11 @@ def test_rep_sees_only_own_and_unassigned_team_leads(rep, manager):
         LEAD_FIELDS)
     assert leads
     assert {l['owner'] for l in leads} <= {me, None}
+    # Leads nobody works yet and of no team (a WhatsApp message from a
+    # new number) are the managers' to hand out.
     expected = manager.model('crm.lead', 'search_count',
-        ['OR', ('owner', '=', me), ('owner', '=', None)])
+        ['OR', ('owner', '=', me), [('owner', '=', None),
+                ('team.members', '=', me)]])
     assert len(leads) == expected
 
 
