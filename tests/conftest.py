@@ -1,5 +1,6 @@
 """A real Kraya CRM site for the HTTP and browser tests: made by the same
 code as ./crm new-site --demo, served by a real trytond process."""
+import configparser
 import os
 import socket
 import subprocess
@@ -10,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from kraya_crm import sites
+from kraya_crm.whatsapp_sim import Simulator
 
+from .mail_server import MailServer
 from .rpc import RpcSession
 
 TEST_DATABASE = os.environ.get('KRAYA_TEST_DATABASE', '').rstrip('/')
@@ -26,11 +29,13 @@ def free_port():
 class RunningSite:
     "A demo site with its web and worker processes, as ./crm start runs it."
 
-    def __init__(self, site, processes):
+    def __init__(self, site, processes, whatsapp, mail):
         self.site = site
         self.processes = processes
         self.url = site.url.rstrip('/')
         self.database = site.database
+        self.whatsapp = whatsapp
+        self.mail = mail
 
     def login(self, login, password=None):
         "A JSON-RPC session as the desk opens it (password = login in the demo)."
@@ -51,13 +56,43 @@ def wait_for(url, process, timeout=60):
     raise RuntimeError(f'{url} did not answer in {timeout}s')
 
 
+def configure(site, values):
+    "Set {(section, option): value} in the site's trytond.conf."
+    parser = configparser.RawConfigParser()
+    parser.read(site.config_file)
+    for (section, option), value in values.items():
+        if not parser.has_section(section):
+            parser.add_section(section)
+        parser.set(section, option, str(value))
+    with open(site.config_file, 'w') as file:
+        parser.write(file)
+
+
 @pytest.fixture(scope='session')
 def crm_site(tmp_path_factory):
+    """The demo site, its WhatsApp Cloud API (the simulator) and its SMTP
+    server (aiosmtpd), all real and on 127.0.0.1."""
     root = tmp_path_factory.mktemp('sites')
     name = f'kraya_http_{os.getpid()}'
     db_uri = f'{TEST_DATABASE}/{name}' if TEST_DATABASE else None
     site = sites.new_site(name, db_uri=db_uri, demo=True, root=root,
         listen=f'127.0.0.1:{free_port()}')
+    conf = site.config()
+    whatsapp = Simulator(
+        webhook_url=f'{site.url}{site.database}/crm/whatsapp/webhook',
+        app_secret=conf.get('kraya_crm', 'whatsapp_app_secret'),
+        access_token=conf.get('kraya_crm', 'whatsapp_access_token'),
+        phone_number_id=conf.get('kraya_crm', 'whatsapp_phone_number_id'),
+        ).start()
+    mail = MailServer().start()
+    configure(site, {
+            ('kraya_crm', 'whatsapp_api_url'): whatsapp.url,
+            ('email', 'uri'): f'smtp://127.0.0.1:{mail.port}',
+            # Retries and the recovery of a dead worker's sends in seconds,
+            # not minutes, so that the tests can wait for them.
+            ('kraya_crm', 'outbox_retry_seconds'): 1,
+            ('kraya_crm', 'outbox_lease_seconds'): 4,
+            })
     log = open(root / 'trytond.log', 'w')
     config = ['-c', str(site.config_file), '-d', site.database]
     web = subprocess.Popen([sites.bin_path('trytond'), *config],
@@ -67,12 +102,14 @@ def crm_site(tmp_path_factory):
         env=site.environ(), stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for(site.url, web)
-        yield RunningSite(site, [web, worker])
+        yield RunningSite(site, [web, worker], whatsapp, mail)
     finally:
         for process in [web, worker]:
             process.terminate()
             process.wait(timeout=10)
         log.close()
+        whatsapp.stop()
+        mail.stop()
         site.drop()
 
 
@@ -91,3 +128,17 @@ def eventually(check, timeout=15, interval=0.1):
 def screenshots():
     SCREENSHOTS.mkdir(exist_ok=True)
     return SCREENSHOTS
+
+
+@pytest.fixture(scope='session')
+def chromium_browser():
+    "Debian's chromium, headless, for the browser tests."
+    from playwright.sync_api import sync_playwright
+    from .test_desk_browser import CHROMIUM, CHROMIUM_ARGS
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM,
+            headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -82,17 +82,6 @@ class StepFailed(Exception):
     pass
 
 
-@pytest.fixture(scope='session')
-def chromium_browser():
-    with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-            args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 @pytest.fixture(scope='module', params=list(VIEWPORTS))
 def desk_walk(request, crm_site, chromium_browser, screenshots):
     """Walk through the desk at one viewport. A failed step is recorded,
@@ -254,7 +243,8 @@ def run_desk_walk(page, crm_site, walk, screenshots):
         row = rows.filter(has_text=walk.name)
         expect(row, f'the list should have one row for {walk.name!r}'
             ).to_have_count(1)
-        row.scroll_into_view_if_needed()
+        # The reload redraws the rows: expect() finds the row again, where
+        # an action on the one found before the redraw would fail.
         expect(row, 'the new lead should be visible in the list'
             ).to_be_visible()
         expect(row, 'its row should show the E.164 phone'

@@ -40,11 +40,31 @@ def cmd_start(args):
     env = site.environ()
     env['KRAYA_CONFIG'] = str(site.config_file)
     env['KRAYA_DATABASE'] = site.database
+    env['KRAYA_SITE'] = site.name
     env['PATH'] = os.path.dirname(sys.executable) + os.pathsep + env['PATH']
     honcho = sites.bin_path('honcho')
     os.chdir(sites.ROOT)
-    os.execve(honcho, [honcho, 'start', '-f', str(sites.ROOT / 'Procfile')],
-        env)
+    os.execve(honcho, [honcho, 'start', '-f', str(sites.ROOT / 'Procfile'),
+            *site_processes(site)], env)
+
+
+def site_processes(site):
+    """The Procfile's processes a site runs: web, cron and worker, and the
+    local WhatsApp simulator and mail sink when its settings point at this
+    machine (the demo); a production site talks to Meta and a real SMTP
+    server instead."""
+    config = site.config()
+    processes = ['web', 'cron', 'worker']
+    if is_local(config.get('kraya_crm', 'whatsapp_api_url', fallback='')):
+        processes.append('whatsapp')
+    if is_local(config.get('email', 'uri', fallback='')):
+        processes.append('mail')
+    return processes
+
+
+def is_local(url):
+    import urllib.parse
+    return urllib.parse.urlsplit(url).hostname in {'127.0.0.1', 'localhost'}
 
 
 def print_banner(site):
@@ -91,6 +111,57 @@ def cmd_migrate(args):
         raise SiteError(f'no site "{args.site}"')
     site.migrate()
     print(f'Site "{site.name}" is up to date.')
+
+
+def cmd_whatsapp_sim(args):
+    "Run a local WhatsApp Cloud API that posts webhooks to the site."
+    import logging
+    import urllib.parse
+    from .whatsapp_sim import Simulator
+    site = Site(args.site)
+    if not site.exists():
+        raise SiteError(f'no site "{args.site}"')
+    config = site.config()
+
+    def setting(name):
+        return config.get('kraya_crm', name, fallback='')
+    # By default where the site's whatsapp_api_url expects it.
+    port = args.port if args.port is not None else urllib.parse.urlsplit(
+        setting('whatsapp_api_url')).port or 8100
+    webhook_url = f'{site.url}{site.database}/crm/whatsapp/webhook'
+    simulator = Simulator(port=port, webhook_url=webhook_url,
+        app_secret=setting('whatsapp_app_secret'),
+        access_token=setting('whatsapp_access_token'),
+        phone_number_id=setting('whatsapp_phone_number_id'))
+    try:
+        simulator.start()
+    except OSError as exception:
+        raise SiteError(f'cannot listen on port {port}: {exception}')
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s')
+    print(f'WhatsApp Cloud API simulator at {simulator.url}, webhooks to '
+        f'{webhook_url}. Ctrl-C stops it.', flush=True)
+    simulator.serve_forever()
+
+
+def cmd_mail_sink(args):
+    "Run a local SMTP server that keeps the site's emails as .eml files."
+    import logging
+    import urllib.parse
+    from .mail_sink import serve
+    site = Site(args.site)
+    if not site.exists():
+        raise SiteError(f'no site "{args.site}"')
+    uri = urllib.parse.urlsplit(
+        site.config().get('email', 'uri', fallback='smtp://127.0.0.1:8025'))
+    port = args.port or uri.port or 8025
+    folder = site.path / 'mail'
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s')
+    print(f'Mail sink at smtp://127.0.0.1:{port}, emails kept in {folder}. '
+        'Ctrl-C stops it.', flush=True)
+    try:
+        serve(folder, port=port)
+    except OSError as exception:
+        raise SiteError(f'cannot listen on port {port}: {exception}')
 
 
 def cmd_test(args):
@@ -148,6 +219,19 @@ def parser():
     migrate = commands.add_parser('migrate', help=cmd_migrate.__doc__)
     migrate.add_argument('--site', default='default')
     migrate.set_defaults(func=cmd_migrate)
+
+    whatsapp_sim = commands.add_parser(
+        'whatsapp-sim', help=cmd_whatsapp_sim.__doc__)
+    whatsapp_sim.add_argument('--site', default='default')
+    whatsapp_sim.add_argument('--port', type=int,
+        help="default: the port of the site's whatsapp_api_url, else 8100")
+    whatsapp_sim.set_defaults(func=cmd_whatsapp_sim)
+
+    mail_sink = commands.add_parser('mail-sink', help=cmd_mail_sink.__doc__)
+    mail_sink.add_argument('--site', default='default')
+    mail_sink.add_argument('--port', type=int,
+        help="default: the port of the site's [email] uri, else 8025")
+    mail_sink.set_defaults(func=cmd_mail_sink)
 
     from .import_cli import cmd_import
     import_ = commands.add_parser('import', help=cmd_import.__doc__)

@@ -83,6 +83,8 @@ class DeadLetter(ModelSQL, ModelView):
         with Transaction().set_context(company=capture_company()):
             if self.endpoint == 'whatsapp':
                 WhatsApp.process(WhatsApp.parse(self.body.encode()))
+            elif self.endpoint == 'email':
+                pool.get('crm.message').receive_email(self.body.encode())
             elif self.endpoint.startswith('web_form:'):
                 source = Source.get_by_code(self.endpoint.split(':', 1)[1])
                 source.replay_submission(self.body.encode())

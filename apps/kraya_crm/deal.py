@@ -47,6 +47,8 @@ class Deal(OwnedMixin, ModelSQL, ModelView):
     stage_history = fields.One2Many(
         'crm.deal.stage_history', 'deal', "Stage History", readonly=True)
     tasks = fields.One2Many('crm.task', 'deal', "Tasks")
+    messages = fields.One2Many(
+        'crm.message', 'deal', "Timeline", readonly=True)
 
     @classmethod
     def __setup__(cls):

@@ -7,6 +7,8 @@ from collections import deque
 
 import trytond.config as config
 from trytond.protocols.wrappers import Response
+from trytond.transaction import Transaction
+from trytond.url import HOSTNAME, http_base
 
 
 class RateLimiter:
@@ -36,10 +38,38 @@ class RateLimiter:
             return True
 
 
+_limiters = {}
+
+
+def limiter(name, setting_name, default):
+    "The limiter of one kind of request: [kraya_crm] setting_name a minute."
+    if name not in _limiters:
+        _limiters[name] = RateLimiter(
+            setting(setting_name, default), seconds=60)
+    return _limiters[name]
+
+
 def setting(name, default, type_=int):
     "A [kraya_crm] setting of trytond.conf."
     value = config.get('kraya_crm', name, default=None)
     return default if value is None else type_(value)
+
+
+def public_url():
+    """The site's address in links opened from outside (emails, form
+    snippets): [kraya_crm] public_url, else the address of the request
+    being served, else [web] listen (the worker serves no request)."""
+    url = setting('public_url', '', str)
+    if url:
+        return url.rstrip('/')
+    request = (Transaction().context or {}).get('_request') or {}
+    if request.get('http_host'):
+        return http_base().rstrip('/')
+    host, _, port = config.get(
+        'web', 'listen', default='localhost:8000').rpartition(':')
+    if host in {'', '*', '0.0.0.0', '[::]'}:
+        host = HOSTNAME
+    return f'http://{host}:{port}'
 
 
 def client_ip(request):

@@ -37,6 +37,8 @@ class Message(ModelSQL, ModelView):
         readonly=True)
     kind = fields.Char("Kind", readonly=True,
         help="text, template, image, document, audio, location, button...")
+    subject = fields.Char("Subject", readonly=True,
+        help="The subject of an email.")
     body = fields.Text("Message", readonly=True)
     attachment = fields.Char("Attachment", readonly=True,
         help="What came with it: a file's type and name, or a location.")

@@ -2,6 +2,7 @@
 the filestore, and the database behind it. Used by the ./crm commands and
 by the test suite, so the tests build a site the way a user does."""
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -17,6 +18,8 @@ SAO_VERSION = '8.0.11'
 SAO_DIR = ROOT / '.sao'
 MODULES = ['kraya_crm']
 DEMO_ADMIN_PASSWORD = 'admin'
+# [kraya_crm] secrets each new site gets its own of, not the demo's.
+SITE_SECRETS = ('link_secret', 'email_inbound_secret')
 
 
 class SiteError(Exception):
@@ -85,6 +88,10 @@ class Site:
         if listen:
             text = text.replace('listen = 127.0.0.1:8000', f'listen = {listen}')
         text = text.replace('Kraya CRM site "default"', f'Kraya CRM site "{self.name}"')
+        for key in SITE_SECRETS:
+            text = re.sub(rf'^{key} = .*$',
+                lambda _: f'{key} = {secrets.token_urlsafe(32)}', text,
+                flags=re.MULTILINE)
         self.path.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(text)
 

@@ -28,12 +28,12 @@ from trytond.pool import Pool, PoolMeta
 from trytond.protocols.wrappers import Response, with_pool, with_transaction
 from trytond.pyson import Eval
 from trytond.transaction import Transaction
-from trytond.url import http_base
 from trytond.wsgi import app
 
 from .contact import InvalidPhone, normalize_email, normalize_phone
 from .exceptions import SubmissionRefused, WebFormSettingError
-from .http import RateLimiter, client_ip, json_response, read_body, setting
+from .http import (
+    client_ip, json_response, limiter, public_url, read_body, setting)
 from .message import utcnow
 from .capture import capture_company
 
@@ -101,9 +101,6 @@ DEFAULT_CONSENT_TEXT = (
 # in [web] cors before routing, so the capture path takes it aside first.
 ORIGIN_ENVIRON = 'kraya_crm.origin'
 CAPTURE_PATH = re.compile(r'/crm/capture/[^/]+/?$')
-
-_limiters = {}
-
 
 class FieldMapError(ValueError):
     "A field map that cannot be used: an ir.message id and its values."
@@ -496,7 +493,7 @@ class Source(metaclass=PoolMeta):
     def get_capture_url(self, name):
         if not self.capture_key:
             return None
-        base = (setting('public_url', '', str) or http_base()).rstrip('/')
+        base = public_url()
         database = urllib.parse.quote(Transaction().database.name)
         return f'{base}/{database}/crm/capture/{self.capture_key}'
 
@@ -598,13 +595,6 @@ class Source(metaclass=PoolMeta):
 
 
 # --- HTTP ---
-
-def limiter(name, setting_name, default):
-    if name not in _limiters:
-        _limiters[name] = RateLimiter(
-            setting(setting_name, default), seconds=60)
-    return _limiters[name]
-
 
 def _take_origin_aside(wsgi_app):
     def wrapper(environ, start_response):

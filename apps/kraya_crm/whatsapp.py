@@ -110,7 +110,8 @@ class Delivery:
 
     def __init__(self):
         self.messages = []   # dicts: wamid, wa_id, name, at, kind, body, attachment
-        self.statuses = []   # tuples: wamid, status, at, error code, error
+        # tuples: wamid, status, at, error code, error, callback data
+        self.statuses = []
 
     @classmethod
     def from_payload(cls, payload):
@@ -171,7 +172,9 @@ class Delivery:
                     str(error['code']) if error.get('code') is not None
                     else None,
                     ': '.join(filter(None, [error.get('title'), detail]))
-                    or None))
+                    or None,
+                    # Ours: the outbox's message id and attempt.
+                    status.get('biz_opaque_callback_data')))
 
 
 class WhatsAppWebhook(Model):
@@ -227,13 +230,15 @@ class WhatsAppWebhook(Model):
                     provider_id=m['wamid'], address='+' + m['wa_id'],
                     kind=m['kind'], body=m['body'], attachment=m['attachment'])
                 for m, lead in zip(messages, leads)])
-        Lead.record_inbound([(lead, m['at'], not created)
-                for m, (lead, created) in zip(messages, captured)])
+        stops = [m['kind'] in {'text', 'button'} and is_stop_request(m['body'])
+            for m in messages]
+        # STOP is not a reply to answer: it ends WhatsApp, not the talk.
+        Lead.record_inbound([(lead, m['at'], not created and not stop)
+                for m, (lead, created), stop in zip(messages, captured, stops)])
         unique = list({l.id: l for l in leads}.values())
         Lead.opt_in(unique, 'whatsapp', 'inbound_chat')
-        stopping = list({lead.id: lead for m, lead in zip(messages, leads)
-                if m['kind'] in {'text', 'button'}
-                and is_stop_request(m['body'])}.values())
+        stopping = list({lead.id: lead
+                for lead, stop in zip(leads, stops) if stop}.values())
         if stopping:
             cls._opt_out(stopping)
 
@@ -248,6 +253,8 @@ class WhatsAppWebhook(Model):
                     lead=lead, direction='outbound', channel='whatsapp',
                     status='queued', kind='opt_out_ack', body=OPT_OUT_ACK,
                     address=lead.whatsapp_number) for lead in newly])
+        if newly:
+            Message.wake_outbox()
 
 
 class Inbox(ModelSQL, ModelView):

@@ -39,7 +39,7 @@ class ReadDeliveryTestCase(unittest.TestCase):
                                     'title': "Message undeliverable",
                                     'error_data': {'details': "Not on WhatsApp"}}],
                             }]})).statuses
-        self.assertEqual(statuses[0][3:], (
+        self.assertEqual(statuses[0][3:5], (
                 '131026', "Message undeliverable: Not on WhatsApp"))
 
     def test_document_described_with_type_and_name(self):

@@ -1,0 +1,588 @@
+"""A lead (or deal) going through a follow-up sequence, and the engine that
+moves it on: every minute the cron takes the enrollments whose
+`next_run_at` has come, through the index on that column (the cost grows
+with the due ones, not with all enrolled), runs their next step and queues
+its message in the outbox. A reply stops or pauses them; silence restarts
+them."""
+import datetime as dt
+import json
+
+from sql import Null
+
+from trytond.model import Index, ModelSQL, ModelView, Workflow, fields
+from trytond.pool import Pool, PoolMeta
+from trytond.pyson import Eval
+from trytond.transaction import Transaction, without_check_access
+from trytond.wizard import Button, StateTransition, StateView, Wizard
+
+from .message import utcnow
+from .sequence import CONSENT_OF
+from .template import render
+
+STOP_REASONS = [
+    (None, ""),
+    ('completed', "All steps done"),
+    ('replied', "Lead replied"),
+    ('stage_changed', "Stage changed"),
+    ('closed', "Deal won or lost"),
+    ('opted_out', "Lead opted out"),
+    ('reengaged', "Silent: re-engagement started"),
+    ('manual', "Stopped by hand"),
+    ('inactive', "Lead merged or archived"),
+    ('sequence_inactive', "Sequence switched off"),
+    ]
+DEFAULT_SILENCE_HOURS = 48
+REPLIED_TASK = "Lead replied: answer them"
+
+
+class Enrollment(Workflow, ModelSQL, ModelView):
+    "A lead or deal going through a follow-up sequence."
+    __name__ = 'crm.enrollment'
+    __string__ = "Enrollment"
+    sequence = fields.Many2One('crm.sequence', "Sequence", required=True,
+        ondelete='CASCADE', readonly=True)
+    lead = fields.Many2One('crm.lead', "Lead", required=True,
+        ondelete='CASCADE', readonly=True)
+    deal = fields.Many2One('crm.deal', "Deal", ondelete='CASCADE',
+        readonly=True)
+    owner = fields.Function(
+        fields.Many2One('res.user', "Owner"), 'get_owner')
+    state = fields.Selection([
+            ('active', "Active"),
+            ('paused', "Paused"),
+            ('completed', "Completed"),
+            ('stopped', "Stopped"),
+            ], "State", required=True, readonly=True, sort=False)
+    stop_reason = fields.Selection(STOP_REASONS, "Why It Ended",
+        readonly=True, sort=False)
+    next_step = fields.Many2One('crm.sequence.step', "Next Step",
+        readonly=True, ondelete='SET NULL',
+        domain=[('sequence', '=', Eval('sequence', -1))])
+    next_run_at = fields.Timestamp("Next Run At", readonly=True,
+        help="When the engine looks at it next: the next step, the "
+        "resumption of a paused sequence or the check for silence.")
+    enrolled_at = fields.Timestamp("Enrolled At", required=True,
+        readonly=True)
+    last_step_at = fields.Timestamp("Last Step At", readonly=True)
+    replied_at = fields.Timestamp("Replied At", readonly=True)
+    messages = fields.One2Many('crm.message', 'enrollment', "Messages",
+        readonly=True)
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        cls.__access__.add('lead')
+        t = cls.__table__()
+        cls._sql_indexes.update({
+                # The cron's only way in: what is due, oldest first. Ended
+                # enrollments have no next_run_at and are not in it.
+                Index(t, (t.next_run_at, Index.Range()),
+                    where=t.next_run_at != Null),
+                Index(t, (t.lead, Index.Range()), (t.state, Index.Equality(
+                            cardinality='low'))),
+                Index(t, (t.deal, Index.Range())),
+                Index(t, (t.sequence, Index.Range())),
+                })
+        cls._order = [('enrolled_at', 'DESC'), ('id', 'DESC')]
+        cls._transitions |= {
+            ('active', 'paused'), ('paused', 'active'),
+            ('active', 'stopped'), ('paused', 'stopped'),
+            }
+        cls._buttons.update({
+                'pause': {
+                    'invisible': Eval('state') != 'active',
+                    'depends': ['state'],
+                    'icon': 'tryton-pause',
+                    },
+                'resume': {
+                    'invisible': Eval('state') != 'paused',
+                    'depends': ['state'],
+                    'icon': 'tryton-launch',
+                    },
+                'stop': {
+                    'invisible': ~Eval('state').in_(['active', 'paused']),
+                    'depends': ['state'],
+                    'icon': 'tryton-cancel',
+                    },
+                })
+
+    @classmethod
+    def default_state(cls):
+        return 'active'
+
+    @classmethod
+    def default_enrolled_at(cls):
+        return utcnow()
+
+    def get_owner(self, name):
+        owner = (self.deal or self.lead).owner
+        return owner.id if owner else None
+
+    def get_rec_name(self, name):
+        return f'{self.lead.rec_name} · {self.sequence.rec_name}'
+
+    @classmethod
+    @ModelView.button
+    @Workflow.transition('paused')
+    def pause(cls, enrollments):
+        # Paused by hand: it waits until someone resumes it.
+        cls.write(enrollments, {'next_run_at': None})
+
+    @classmethod
+    @ModelView.button
+    @Workflow.transition('active')
+    def resume(cls, enrollments):
+        cls.write(enrollments, {'next_run_at': utcnow()})
+
+    @classmethod
+    @ModelView.button
+    def stop(cls, enrollments):
+        cls.end(enrollments, 'stopped', 'manual')
+
+    @classmethod
+    def end(cls, enrollments, state, reason):
+        """Stop or complete enrollments. A stopped one cancels what it had
+        queued and not sent yet; a completed one lets it go out."""
+        Message = Pool().get('crm.message')
+        enrollments = [e for e in enrollments
+            if e.state in {'active', 'paused'}]
+        if not enrollments:
+            return
+        cls.write(enrollments, {
+                'state': state, 'stop_reason': reason, 'next_run_at': None})
+        if state == 'stopped':
+            Message.cancel_queued(enrollments, dict(STOP_REASONS)[reason])
+
+    @classmethod
+    def running(cls, domain):
+        "The active or paused enrollments matching domain."
+        return cls.search([('state', 'in', ['active', 'paused']), domain])
+
+    @classmethod
+    def enrol(cls, sequence, targets):
+        """Enrol [(lead, deal or None)] in the sequence, skipping those
+        already going through it. Returns the new enrollments."""
+        if not targets or not sequence.active:
+            return []
+        running = {(e.lead.id, e.deal.id if e.deal else None)
+            for e in cls.running([
+                    ('sequence', '=', sequence.id),
+                    ('lead', 'in', list({l.id for l, _ in targets})),
+                    ])}
+        now = utcnow()
+        first = sequence.steps[0] if sequence.steps else None
+        to_create, seen = [], set()
+        for lead, deal in targets:
+            key = (lead.id, deal.id if deal else None)
+            if key in running or key in seen:
+                continue
+            seen.add(key)
+            to_create.append(cls(sequence=sequence, lead=lead, deal=deal,
+                    state='active', enrolled_at=now, next_step=first,
+                    next_run_at=now + dt.timedelta(
+                        seconds=first.delay_seconds if first else 0)))
+        # The engine writes enrollments whoever triggered them (a webhook,
+        # a rep moving a deal): the record rules apply to reading them.
+        with without_check_access():
+            cls.save(to_create)
+        return to_create
+
+    @classmethod
+    def due(cls, now, limit):
+        """The enrollments due at `now`, oldest first, read through the
+        index on next_run_at; on PostgreSQL rows another cron holds are
+        skipped."""
+        transaction = Transaction()
+        table = cls.__table__()
+        query = table.select(table.id, where=table.next_run_at <= now,
+            order_by=[table.next_run_at.asc], limit=limit)
+        if transaction.database.has_select_for():
+            query.for_ = transaction.database.get_select_for_skip_locked()(
+                'UPDATE')
+        cursor = transaction.connection.cursor()
+        cursor.execute(*query)
+        return cls.browse([i for i, in cursor])
+
+    @classmethod
+    def run_due(cls, batch_size=500):
+        """The cron job: run every due enrollment, a batch per transaction,
+        then wake the outbox for what is due to be sent."""
+        pool = Pool()
+        Message = pool.get('crm.message')
+        transaction = Transaction()
+        now = utcnow()
+        while True:
+            enrollments = cls.due(now, batch_size)
+            if not enrollments:
+                break
+            cls.advance(enrollments, now)
+            transaction.commit()
+            if len(enrollments) < batch_size:
+                break
+        Message.wake_outbox()
+
+    @classmethod
+    def advance(cls, enrollments, now):
+        """Run the next step of each due enrollment and schedule the one
+        after it. Returns the number of messages queued."""
+        pool = Pool()
+        Lead = pool.get('crm.lead')
+        Message = pool.get('crm.message')
+        Task = pool.get('crm.task')
+        Notification = pool.get('res.notification')
+        matching = cls._matching_conditions(enrollments)
+        messages, tasks, notifications = [], [], []
+        ending = {}
+        to_reengage = []
+        for enrollment in enrollments:
+            sequence = enrollment.sequence
+            reason = enrollment._reason_to_end()
+            if reason:
+                ending.setdefault(('stopped', reason), []).append(enrollment)
+                continue
+            if enrollment.state == 'paused':
+                # Silent long enough since their reply: carry on.
+                enrollment.state = 'active'
+            step = enrollment.next_step
+            if step is None:
+                # The last step is behind us: did the lead stay silent?
+                if enrollment.is_silent(now):
+                    to_reengage.append(enrollment)
+                    ending.setdefault(('completed', 'reengaged'), []).append(
+                        enrollment)
+                else:
+                    ending.setdefault(('completed', 'completed'), []).append(
+                        enrollment)
+                continue
+            if not sequence.is_open(now):
+                enrollment.next_run_at = sequence.next_open(now)
+                continue
+            if step.condition and enrollment.lead.id not in matching[step.id]:
+                messages.append(enrollment._skipped(
+                        step, "The lead does not match the step's condition"))
+            elif step.channel == 'task':
+                tasks.append(enrollment._task(step))
+            elif step.channel == 'notify':
+                notification = enrollment._notification(step)
+                if notification:
+                    notifications.append(notification)
+            else:
+                messages.append(enrollment._message(step, now))
+            enrollment._schedule_after(step, now)
+        cls.save([e for e in enrollments if e._changed_values()])
+        with without_check_access():
+            Message.save(messages)
+            Task.save(tasks)
+            Notification.save(notifications)
+        for (state, reason), ended in ending.items():
+            cls.end(ended, state, reason)
+        by_sequence = {}
+        for enrollment in to_reengage:
+            by_sequence.setdefault(enrollment.sequence.reengage_sequence,
+                []).append((enrollment.lead, enrollment.deal))
+        for sequence, targets in by_sequence.items():
+            cls.enrol(sequence, targets)
+        Lead.mark_contacted([m.lead for m in messages
+                if m.status == 'queued'])
+        return sum(1 for m in messages if m.status == 'queued')
+
+    @classmethod
+    def _matching_conditions(cls, enrollments):
+        "{step id: ids of the leads matching its condition}, a query a step."
+        Lead = Pool().get('crm.lead')
+        leads_by_step = {}
+        for enrollment in enrollments:
+            step = enrollment.next_step
+            if step and step.condition:
+                leads_by_step.setdefault(step, set()).add(enrollment.lead.id)
+        return {step.id: {l.id for l in Lead.search([
+                        ('id', 'in', list(ids)), step.lead_domain])}
+            for step, ids in leads_by_step.items()}
+
+    def _reason_to_end(self):
+        "Why this enrollment must end before its next step, if it must."
+        sequence = self.sequence
+        if not sequence.active:
+            return 'sequence_inactive'
+        if not self.lead.active:
+            return 'inactive'
+        if (sequence.stop_on_closed and self.deal
+                and self.deal.stage.kind != 'open'):
+            return 'closed'
+
+    def is_silent(self, now):
+        "Whether the lead stayed silent after our last step."
+        sequence = self.sequence
+        if not (sequence.reengage_sequence and sequence.silence_hours):
+            return False
+        last_heard = self.lead.last_inbound_at
+        return not last_heard or not self.last_step_at \
+            or last_heard < self.last_step_at
+
+    def _schedule_after(self, step, now):
+        "Point at the step after `step` and when it is due."
+        steps = list(self.sequence.steps)
+        following = steps[steps.index(step) + 1:]
+        self.last_step_at = now
+        self.next_step = following[0] if following else None
+        if following:
+            start = now if following[0].delay_from == 'previous' \
+                else self.enrolled_at
+            self.next_run_at = max(now, start + dt.timedelta(
+                    seconds=following[0].delay_seconds))
+        elif self.sequence.reengage_sequence and self.sequence.silence_hours:
+            self.next_run_at = now + dt.timedelta(
+                hours=self.sequence.silence_hours)
+        else:
+            self.next_run_at = now
+
+    def _base_message(self, step, channel):
+        Message = Pool().get('crm.message')
+        return Message(lead=self.lead, deal=self.deal, enrollment=self,
+            step=step, direction='outbound', channel=channel, attempts=0)
+
+    def _skipped(self, step, reason):
+        "A step that did not go out, on the timeline with the reason."
+        channel = 'email' if step.channel == 'email' else 'whatsapp'
+        message = self._base_message(step, channel)
+        message.status = 'skipped'
+        message.kind = step.channel
+        message.body = step.name
+        message.error_message = reason
+        return message
+
+    def _message(self, step, now):
+        "The queued message of a WhatsApp or email step, or why not."
+        lead = self.lead
+        consent = CONSENT_OF[step.channel]
+        if not lead.may_contact(consent):
+            return self._skipped(step, "The lead has not agreed to, or "
+                "opted out of, this channel")
+        if consent == 'whatsapp':
+            if not lead.whatsapp_number:
+                return self._skipped(step, "The lead has no WhatsApp number")
+            if lead.not_on_whatsapp:
+                return self._skipped(step, "The number is not on WhatsApp")
+        elif not lead.email:
+            return self._skipped(step, "The lead has no email address")
+        message = self._base_message(step, consent)
+        message.status = 'queued'
+        message.send_after = now
+        if consent == 'whatsapp':
+            message.address = lead.whatsapp_number
+            message.kind = ('template' if step.channel == 'whatsapp_template'
+                else 'text')
+            message.body = render(step.body, lead, self.deal) or None
+            message.template_name = step.template_name
+            message.template_language = step.template_language
+            message.template_parameters = json.dumps([
+                    render(p, lead, self.deal) for p in step.parameter_lines])
+        else:
+            message.address = lead.email
+            message.kind = 'email'
+            message.subject = render(step.subject, lead, self.deal)
+            message.body = render(step.body, lead, self.deal)
+        return message
+
+    def _task(self, step):
+        Task = Pool().get('crm.task')
+        text = render(step.body, self.lead, self.deal)
+        first, _, rest = text.partition('\n')
+        return Task(name=first or step.name, notes=rest.strip() or None,
+            lead=self.lead, deal=self.deal, owner=self.owner,
+            due=utcnow(), state='open')
+
+    def _notification(self, step):
+        Notification = Pool().get('res.notification')
+        if not self.owner:
+            return None
+        record = self.deal or self.lead
+        return Notification(user=self.owner, label=step.name,
+            description=render(step.body, self.lead, self.deal),
+            icon='tryton-notification', model=record.__name__,
+            records=json.dumps([record.id]))
+
+    @classmethod
+    def leads_replied(cls, replies):
+        """Stop or pause the running enrollments of leads who wrote back
+        ({lead id: when}), and give each owner a task to answer."""
+        pool = Pool()
+        Task = pool.get('crm.task')
+        if not replies:
+            return
+        enrollments = cls.running([('lead', 'in', list(replies))])
+        if not enrollments:
+            return
+        stopping, pausing = [], []
+        for enrollment in enrollments:
+            at = replies[enrollment.lead.id]
+            enrollment.replied_at = at
+            if enrollment.sequence.on_reply == 'pause':
+                silence = enrollment.sequence.silence_hours \
+                    or DEFAULT_SILENCE_HOURS
+                enrollment.state = 'paused'
+                enrollment.next_run_at = at + dt.timedelta(hours=silence)
+                pausing.append(enrollment)
+            else:
+                stopping.append(enrollment)
+        with without_check_access():
+            cls.save(enrollments)
+            cls.end(stopping, 'stopped', 'replied')
+            leads = {e.lead.id: e for e in enrollments}
+            waiting = {t.lead.id for t in Task.search([
+                        ('lead', 'in', list(leads)), ('state', '=', 'open'),
+                        ('name', '=', REPLIED_TASK)])}
+            Task.save([Task(name=REPLIED_TASK, lead=e.lead, deal=e.deal,
+                        owner=e.owner, due=utcnow(), state='open')
+                    for lead_id, e in leads.items()
+                    if lead_id not in waiting])
+
+
+class Lead(metaclass=PoolMeta):
+    __name__ = 'crm.lead'
+    enrollments = fields.One2Many(
+        'crm.enrollment', 'lead', "Follow-ups", readonly=True)
+    not_on_whatsapp = fields.Boolean("Not on WhatsApp", readonly=True,
+        help="WhatsApp said this number has no account: nothing is sent "
+        "there until the number changes.")
+
+    @classmethod
+    def default_not_on_whatsapp(cls):
+        return False
+
+    @classmethod
+    def preprocess_values(cls, mode, values):
+        values = super().preprocess_values(mode, values)
+        if mode == 'write' and ({'phone', 'whatsapp'} & values.keys()):
+            # A new number deserves a new try.
+            values.setdefault('not_on_whatsapp', False)
+        return values
+
+    @classmethod
+    def on_modification(cls, mode, leads, field_names=None):
+        super().on_modification(mode, leads, field_names=field_names)
+        if mode == 'create':
+            cls.enrol_by_source(leads)
+
+    @classmethod
+    def enrol_by_source(cls, leads):
+        "Enrol new leads in the follow-up sequence of their source."
+        Enrollment = Pool().get('crm.enrollment')
+        by_sequence = {}
+        for lead in leads:
+            sequence = lead.source.follow_up_sequence if lead.source else None
+            if sequence:
+                by_sequence.setdefault(sequence, []).append((lead, None))
+        for sequence, targets in by_sequence.items():
+            Enrollment.enrol(sequence, targets)
+
+    @classmethod
+    def record_inbound(cls, events):
+        super().record_inbound(events)
+        Enrollment = Pool().get('crm.enrollment')
+        replies = {}
+        for lead, at, is_reply in events:
+            if is_reply:
+                replies[lead.id] = max(at, replies.get(lead.id, at))
+        Enrollment.leads_replied(replies)
+
+    @classmethod
+    def opt_out(cls, leads, channel, reason):
+        newly = super().opt_out(leads, channel, reason)
+        Enrollment = Pool().get('crm.enrollment')
+        if newly:
+            Enrollment.end([e for e in Enrollment.running([
+                            ('lead', 'in', [l.id for l in newly])])
+                    if e.sequence.stop_on_opt_out], 'stopped', 'opted_out')
+        return newly
+
+    @classmethod
+    def mark_contacted(cls, leads):
+        "New leads we sent a follow-up to are now contacted."
+        leads = [l for l in {l.id: l for l in leads}.values()
+            if l.status == 'new']
+        if leads:
+            with without_check_access():
+                cls.write(leads, {'status': 'contacted'})
+
+
+class Deal(metaclass=PoolMeta):
+    __name__ = 'crm.deal'
+    enrollments = fields.One2Many(
+        'crm.enrollment', 'deal', "Follow-ups", readonly=True)
+
+    @classmethod
+    def _record_stage_changes(cls, moves):
+        """A deal leaving a stage stops the sequences that end with it; a
+        deal entering a stage is enrolled in the stage's sequence."""
+        pool = Pool()
+        Enrollment = pool.get('crm.enrollment')
+        super()._record_stage_changes(moves)
+        deals = [deal for deal, _, _ in moves]
+        if not deals:
+            return
+        moved = {deal.id: deal for deal, from_stage, _ in moves if from_stage}
+        if moved:
+            leads = {d.lead.id: d for d in moved.values() if d.lead}
+            ending = {}
+            for enrollment in Enrollment.running(['OR',
+                        ('deal', 'in', list(moved)),
+                        [('deal', '=', None), ('lead', 'in', list(leads))],
+                        ]):
+                sequence = enrollment.sequence
+                deal = moved.get(enrollment.deal.id) if enrollment.deal \
+                    else leads[enrollment.lead.id]
+                if sequence.stop_on_closed and deal.stage.kind != 'open':
+                    ending.setdefault('closed', []).append(enrollment)
+                elif enrollment.deal and sequence.stop_on_stage_change:
+                    ending.setdefault('stage_changed', []).append(enrollment)
+            for reason, enrollments in ending.items():
+                Enrollment.end(enrollments, 'stopped', reason)
+        by_sequence = {}
+        for deal in deals:
+            sequence = deal.stage.follow_up_sequence
+            if sequence and deal.lead:
+                by_sequence.setdefault(sequence, []).append(
+                    (deal.lead, deal))
+        for sequence, targets in by_sequence.items():
+            Enrollment.enrol(sequence, targets)
+
+
+class EnrolStart(ModelView):
+    "Enrol in a follow-up sequence"
+    __name__ = 'crm.enrollment.enrol.start'
+    __string__ = "Enrol in a Sequence"
+    applies_to = fields.Selection([
+            ('lead', "Leads"),
+            ('deal', "Deals"),
+            ], "Applies To", readonly=True)
+    sequence = fields.Many2One('crm.sequence', "Sequence", required=True,
+        domain=[('applies_to', '=', Eval('applies_to'))])
+    count = fields.Integer("Records", readonly=True)
+
+
+class Enrol(Wizard):
+    "Enrol the selected leads or deals in a follow-up sequence."
+    __name__ = 'crm.enrollment.enrol'
+    start = StateView('crm.enrollment.enrol.start',
+        'kraya_crm.enrollment_enrol_start_view_form', [
+            Button("Cancel", 'end', 'tryton-cancel'),
+            Button("Enrol", 'enrol', 'tryton-ok', default=True),
+            ])
+    enrol = StateTransition()
+
+    def default_start(self, fields):
+        return {
+            'applies_to': 'deal' if self.model.__name__ == 'crm.deal'
+            else 'lead',
+            'count': len(self.records),
+            }
+
+    def transition_enrol(self):
+        Enrollment = Pool().get('crm.enrollment')
+        if self.model.__name__ == 'crm.deal':
+            targets = [(d.lead, d) for d in self.records if d.lead]
+        else:
+            targets = [(lead, None) for lead in self.records]
+        Enrollment.enrol(self.start.sequence, targets)
+        return 'end'

@@ -1,0 +1,403 @@
+"""The outbox: every message we send is a crm.message row that goes
+queued → sending → sent (→ delivered → read) or failed, sent by the worker.
+
+A worker killed at any instant loses nothing and never sends twice
+unrecorded (docs/decisions.md, "The outbox"):
+- a message is claimed (queued → sending, attempts + 1) and that is
+  committed before the provider is called, so two workers never take the
+  same one (SKIP LOCKED on PostgreSQL, the single writer on SQLite);
+- the provider gets our id and the attempt with the send (WhatsApp's
+  biz_opaque_callback_data, the email's Message-ID), so a status webhook
+  ties a send to its row even when the worker died before writing the
+  answer;
+- a message left in "sending" past its lease is claimed again and sent
+  once more as attempt n + 1, unless a webhook showed it went out."""
+import datetime as dt
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+from sql import Null
+
+from trytond import backend
+from trytond.model import Index, Unique, fields
+from trytond.pool import Pool, PoolMeta
+from trytond.transaction import Transaction
+
+from .http import setting
+from .message import utcnow
+
+logger = logging.getLogger(__name__)
+QUEUE_NAME = 'crm_outbox'
+WINDOW = dt.timedelta(hours=24)
+# At most one message per recipient in a batch: WhatsApp refuses a second
+# one to the same user within about six seconds (131056).
+PAIR_INTERVAL = dt.timedelta(seconds=6)
+CALLBACK_PREFIX = 'kraya:'
+
+_whatsapp_client = None
+
+
+@dataclass
+class SendResult:
+    "What a provider answered to one send, so what the outbox does next."
+    # 'sent', 'retry' (after retry_after seconds), 'reengage' (WhatsApp's
+    # 24-hour window closed), 'invalid_number' or 'failed'.
+    outcome: str
+    provider_id: str = None  # the WhatsApp wamid, the email's Message-ID
+    error_code: str = None
+    error_message: str = None
+    retry_after: float = None
+
+    @property
+    def sent(self):
+        return self.outcome == 'sent'
+
+
+def whatsapp_client():
+    "One client per process, so its token bucket paces every send."
+    global _whatsapp_client
+    from .whatsapp_client import WhatsAppClient
+    if _whatsapp_client is None:
+        _whatsapp_client = WhatsAppClient.from_config()
+    return _whatsapp_client
+
+
+def callback_data(message_id, attempt):
+    return f'{CALLBACK_PREFIX}{message_id}:{attempt}'
+
+
+def parse_callback_data(value):
+    "(message id, attempt) of our callback data, or None."
+    if not value or not value.startswith(CALLBACK_PREFIX):
+        return None
+    try:
+        message_id, attempt = value[len(CALLBACK_PREFIX):].split(':')
+        return int(message_id), int(attempt)
+    except ValueError:
+        return None
+
+
+def lease():
+    "How long a claimed message may stay 'sending' before it is retried."
+    return dt.timedelta(seconds=setting('outbox_lease_seconds', 300))
+
+
+def backoff(attempts, retry_after=None):
+    """How long a message waits before its next try: doubling from
+    outbox_retry_seconds, at most 30 minutes, never less than asked."""
+    first = setting('outbox_retry_seconds', 15)
+    return dt.timedelta(seconds=max(retry_after or 0,
+            min(30 * 60, first * 2 ** max(attempts - 1, 0))))
+
+
+class Message(metaclass=PoolMeta):
+    __name__ = 'crm.message'
+    enrollment = fields.Many2One('crm.enrollment', "Enrollment",
+        readonly=True, ondelete='SET NULL')
+    step = fields.Many2One('crm.sequence.step', "Step", readonly=True,
+        ondelete='SET NULL')
+    template_name = fields.Char("Template", readonly=True)
+    template_language = fields.Char("Template Language", readonly=True)
+    template_parameters = fields.Text("Template Parameters", readonly=True)
+    send_after = fields.Timestamp("Send After", readonly=True,
+        help="When a queued message may go: now, or after a back-off.")
+    sending_at = fields.Timestamp("Sending Since", readonly=True)
+    attempts = fields.Integer("Attempts", readonly=True,
+        help="How many times it was handed to the provider.")
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        cls.status.selection += [
+            ('skipped', "Skipped"),
+            ('cancelled', "Cancelled"),
+            ]
+        t = cls.__table__()
+        cls._sql_constraints += [
+            # A step is sent once per enrollment, whatever happens.
+            ('enrollment_step_unique', Unique(t, t.enrollment, t.step),
+                'kraya_crm.msg_message_enrollment_step_unique'),
+            ]
+        cls._sql_indexes.update({
+                Index(t, (t.send_after, Index.Range()),
+                    where=t.status == 'queued'),
+                Index(t, (t.sending_at, Index.Range()),
+                    where=t.status == 'sending'),
+                Index(t, (t.enrollment, Index.Range())),
+                })
+
+    @classmethod
+    def default_attempts(cls):
+        return 0
+
+    @classmethod
+    def default_send_after(cls):
+        return utcnow()
+
+    @classmethod
+    def cancel_queued(cls, enrollments, reason):
+        "Cancel the messages these enrollments queued and nobody sent yet."
+        messages = cls.search([
+                ('enrollment', 'in', [e.id for e in enrollments]),
+                ('status', '=', 'queued'),
+                ])
+        if messages:
+            cls.write(messages, {
+                    'status': 'cancelled', 'error_message': reason})
+
+    @classmethod
+    def outbox_due_one(cls, now=None):
+        """The id of a message that waits to be sent, or was left sending
+        by a worker that died, if any: two lookups through the outbox's
+        indexes."""
+        now = now or utcnow()
+        table = cls.__table__()
+        cursor = Transaction().connection.cursor()
+        for where in [
+                (table.status == 'queued') & (table.send_after <= now),
+                (table.status == 'sending')
+                & (table.sending_at < now - lease()),
+                ]:
+            cursor.execute(*table.select(table.id, where=where, limit=1))
+            row = cursor.fetchone()
+            if row:
+                return row[0]
+
+    @classmethod
+    def wake_outbox(cls):
+        """Queue a task to send what is due, unless one is waiting (it takes
+        everything due). The cron calls it every minute, so a retry whose
+        time has come or a send a dead worker left is picked up."""
+        pool = Pool()
+        Queue = pool.get('ir.queue')
+        due = cls.outbox_due_one()
+        if due is None:
+            return
+        queue = Queue.__table__()
+        cursor = Transaction().connection.cursor()
+        cursor.execute(*queue.select(queue.id, where=(
+                    queue.name == QUEUE_NAME) & (queue.dequeued_at == Null),
+                limit=1))
+        if not cursor.fetchone():
+            with Transaction().set_context(queue_name=QUEUE_NAME):
+                # The queue wants records: the task sends all that is due.
+                cls.__queue__.send_outbox([due])
+
+    @classmethod
+    def send_outbox(cls, _=None, batch_size=50, seconds=50):
+        """Send the due messages, batch after batch, for at most `seconds`
+        (the worker's task; whatever message woke it, it takes all that
+        is due). Each claim and each answer is its own
+        transaction."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                claimed = cls._claim(batch_size)
+            except backend.DatabaseOperationalError:
+                # SQLite: another writer won the race; the next wake-up
+                # (at the latest the cron's) takes what is left.
+                logger.info("outbox busy, claim skipped", exc_info=True)
+                return
+            if not claimed:
+                return
+            for message_id in claimed:
+                cls._send_claimed(message_id)
+
+    @classmethod
+    def _claim(cls, limit):
+        """Take up to `limit` due messages, one per recipient: queued ones
+        whose time has come and those left sending past their lease by a
+        worker that died. Committed before anything is sent."""
+        from . import mail
+        transaction = Transaction()
+        now = utcnow()
+        with transaction.new_transaction() as claim:
+            database = claim.database
+            table = cls.__table__()
+            cursor = claim.connection.cursor()
+            rows = []
+            for where, order in [
+                    ((table.status == 'sending')
+                        & (table.sending_at < now - lease()),
+                        table.sending_at),
+                    ((table.status == 'queued')
+                        & (table.send_after <= now), table.send_after),
+                    ]:
+                query = table.select(table.id, table.address, table.status,
+                    table.channel, table.provider_id,
+                    where=where, order_by=[order.asc, table.id.asc],
+                    limit=limit - len(rows))
+                if database.has_select_for():
+                    query.for_ = database.get_select_for_skip_locked()(
+                        'UPDATE')
+                if query.limit > 0:
+                    cursor.execute(*query)
+                    rows.extend(cursor)
+            recipients, claimed = set(), []
+            for message_id, address, status, channel, provider_id in rows:
+                if address and address in recipients:
+                    continue
+                recipients.add(address)
+                claimed.append((message_id, status))
+                if channel == 'email' and not provider_id:
+                    # Known before sending, so that a bounce or a reply
+                    # finds the message even if the worker dies.
+                    cursor.execute(*table.update([table.provider_id],
+                            [mail.new_message_id()],
+                            where=table.id == message_id))
+            for status in {'queued', 'sending'}:
+                ids = [i for i, s in claimed if s == status]
+                if ids:
+                    # The status guard makes a claim lost to another
+                    # worker (SQLite, no row locks) a no-op.
+                    cursor.execute(*table.update(
+                            [table.status, table.sending_at, table.attempts],
+                            ['sending', now, table.attempts + 1],
+                            where=table.id.in_(ids)
+                            & (table.status == status)))
+            claim.commit()
+        return [i for i, _ in claimed]
+
+    @classmethod
+    def _send_claimed(cls, message_id):
+        "Send one claimed message and write what the provider answered."
+        transaction = Transaction()
+        try:
+            with transaction.new_transaction() as sending:
+                message = cls(message_id)
+                if message.status != 'sending':
+                    return
+                values = message._deliver()
+                cls.write([message], values)
+                sending.commit()
+        except Exception:
+            # Left in "sending": the lease brings it back as a new attempt.
+            logger.exception("sending message %s failed", message_id)
+
+    def _deliver(self):
+        "Hand the message to its provider; the values to write from it."
+        if self.attempts > 1 and self._went_out():
+            return {'status': 'sent', 'sent_at': self.sent_at or utcnow()}
+        if self.channel == 'whatsapp':
+            return self._deliver_whatsapp()
+        if self.channel == 'email':
+            return self._deliver_email()
+        return self._skip(f"Nothing sends {self.channel} messages")
+
+    def _went_out(self):
+        "A status webhook of an earlier attempt showed it was sent."
+        return bool(self.provider_id) and self.channel == 'whatsapp'
+
+    def _skip(self, reason):
+        return {'status': 'skipped', 'error_message': reason}
+
+    def _deliver_whatsapp(self):
+        lead = self.lead
+        if self.kind != 'opt_out_ack' and not lead.may_contact('whatsapp'):
+            return self._skip("The lead opted out of WhatsApp")
+        if lead.not_on_whatsapp:
+            return self._skip("The number is not on WhatsApp")
+        now = utcnow()
+        in_window = bool(lead.last_inbound_at
+            and now - lead.last_inbound_at < WINDOW)
+        kind = self.kind
+        if kind != 'template' and not in_window:
+            if not self.template_name:
+                return self._skip("Outside WhatsApp's 24-hour window and "
+                    "the step has no template to send instead")
+            kind = 'template'
+        client = whatsapp_client()
+        data = callback_data(self.id, self.attempts)
+        to = self.address.lstrip('+')
+        if kind == 'template':
+            result = client.send_template(to, self.template_name,
+                self.template_language or 'en',
+                json.loads(self.template_parameters or '[]'),
+                callback_data=data)
+        else:
+            result = client.send_text(to, self.body or '',
+                callback_data=data)
+        values = {'kind': kind}
+        if result.outcome == 'reengage' and kind != 'template' \
+                and self.template_name:
+            # The window closed between our check and WhatsApp's.
+            values.update(status='queued', kind='template', send_after=now)
+        elif result.outcome == 'invalid_number':
+            Pool().get('crm.lead').write([lead], {'not_on_whatsapp': True})
+            values['status'] = 'failed'
+        values.update(self._outcome_values(result, now, values))
+        return values
+
+    def _deliver_email(self):
+        from . import mail
+        lead = self.lead
+        if not lead.may_contact('email'):
+            return self._skip("The lead opted out of email")
+        database = Transaction().database.name
+        email = mail.build_email(self.address, self.subject or '',
+            self.body or '', None, self.provider_id,
+            mail.unsubscribe_url(database, lead.id),
+            # The mailbox whose mail reaches /crm/email/inbound.
+            reply_to=setting('email_reply_to', None, str))
+        result = mail.deliver(email)
+        return self._outcome_values(result, utcnow(), {})
+
+    def _outcome_values(self, result, now, decided):
+        "The values of a provider's answer, unless already decided."
+        values = {
+            'error_code': result.error_code,
+            'error_message': result.error_message,
+            }
+        if 'status' in decided:
+            return values
+        if result.outcome == 'sent':
+            values.update(status='sent', sent_at=now)
+            if result.provider_id:
+                values['provider_id'] = result.provider_id
+        elif result.outcome == 'retry' and self.attempts < setting(
+                'outbox_max_attempts', 8):
+            values.update(status='queued', send_after=now + backoff(
+                    self.attempts, result.retry_after))
+        elif result.outcome in {'reengage', 'skipped'}:
+            values.update(status='skipped')
+        else:
+            values.update(status='failed', failed_at=now)
+        return values
+
+    @classmethod
+    def apply_statuses(cls, channel, updates):
+        """Statuses carrying our callback data also name the message, so
+        that a send whose answer the worker never wrote is still known."""
+        callbacks = {}
+        for update in updates:
+            parsed = parse_callback_data(update[5] if len(update) > 5
+                else None)
+            if parsed:
+                callbacks[update[0]] = parsed[0]
+        if callbacks:
+            known = cls.by_provider_id(channel, set(callbacks))
+            by_id = {i: w for w, i in callbacks.items() if w not in known}
+            to_write = []
+            for message in cls.search([
+                        ('id', 'in', list(by_id)),
+                        ('provider_id', '=', None),
+                        ]):
+                to_write.extend(([message], {'provider_id': by_id[message.id]}))
+            if to_write:
+                cls.write(*to_write)
+        return super().apply_statuses(
+            channel, [u[:5] for u in updates])
+
+
+class Cron(metaclass=PoolMeta):
+    __name__ = 'ir.cron'
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        cls.method.selection += [
+            ('crm.enrollment|run_due', "Run due follow-ups"),
+            ('crm.message|wake_outbox', "Send queued messages"),
+            ]
