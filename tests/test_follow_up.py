@@ -2,7 +2,6 @@
 Cloud API simulator and a real SMTP server. A lead writes on WhatsApp, is
 enrolled, gets step 1 on WhatsApp and step 2 by email, replies, and the
 sequence stops with a task for the owner."""
-import os
 import random
 import signal
 import subprocess

@@ -204,7 +204,7 @@ class Enrollment(Workflow, ModelSQL, ModelView):
         return cls.browse([i for i, in cursor])
 
     @classmethod
-    def run_due(cls, batch_size=500):
+    def run_due(cls, batch_size=200):
         """The cron job: run every due enrollment, a batch per transaction,
         then wake the outbox for what is due to be sent."""
         pool = Pool()
@@ -232,7 +232,7 @@ class Enrollment(Workflow, ModelSQL, ModelView):
         Notification = pool.get('res.notification')
         matching = cls._matching_conditions(enrollments)
         messages, tasks, notifications = [], [], []
-        ending = {}
+        ending, moving = {}, {}
         to_reengage = []
         for enrollment in enrollments:
             sequence = enrollment.sequence
@@ -240,9 +240,6 @@ class Enrollment(Workflow, ModelSQL, ModelView):
             if reason:
                 ending.setdefault(('stopped', reason), []).append(enrollment)
                 continue
-            if enrollment.state == 'paused':
-                # Silent long enough since their reply: carry on.
-                enrollment.state = 'active'
             step = enrollment.next_step
             if step is None:
                 # The last step is behind us: did the lead stay silent?
@@ -255,7 +252,8 @@ class Enrollment(Workflow, ModelSQL, ModelView):
                         enrollment)
                 continue
             if not sequence.is_open(now):
-                enrollment.next_run_at = sequence.next_open(now)
+                moving.setdefault((('next_run_at', sequence.next_open(now)),),
+                    []).append(enrollment)
                 continue
             if step.condition and enrollment.lead.id not in matching[step.id]:
                 messages.append(enrollment._skipped(
@@ -268,9 +266,16 @@ class Enrollment(Workflow, ModelSQL, ModelView):
                     notifications.append(notification)
             else:
                 messages.append(enrollment._message(step, now))
-            enrollment._schedule_after(step, now)
-        cls.save([e for e in enrollments if e._changed_values()])
+            moving.setdefault(enrollment._after(step, now), []).append(
+                enrollment)
+        # Enrollments moved on from one step at once share their values:
+        # one write each, not one per enrollment.
+        to_write = []
+        for values, moved in moving.items():
+            to_write.extend((moved, dict(values)))
         with without_check_access():
+            if to_write:
+                cls.write(*to_write)
             Message.save(messages)
             Task.save(tasks)
             Notification.save(notifications)
@@ -319,22 +324,25 @@ class Enrollment(Workflow, ModelSQL, ModelView):
         return not last_heard or not self.last_step_at \
             or last_heard < self.last_step_at
 
-    def _schedule_after(self, step, now):
-        "Point at the step after `step` and when it is due."
+    def _after(self, step, now):
+        """The values that point at the step after `step` and when it is
+        due (a paused enrollment was silent long enough: it carries on),
+        as a tuple of pairs, so that alike ones are written together."""
         steps = list(self.sequence.steps)
         following = steps[steps.index(step) + 1:]
-        self.last_step_at = now
-        self.next_step = following[0] if following else None
         if following:
             start = now if following[0].delay_from == 'previous' \
                 else self.enrolled_at
-            self.next_run_at = max(now, start + dt.timedelta(
+            next_run_at = max(now, start + dt.timedelta(
                     seconds=following[0].delay_seconds))
         elif self.sequence.reengage_sequence and self.sequence.silence_hours:
-            self.next_run_at = now + dt.timedelta(
+            next_run_at = now + dt.timedelta(
                 hours=self.sequence.silence_hours)
         else:
-            self.next_run_at = now
+            next_run_at = now
+        return (('state', 'active'), ('last_step_at', now),
+            ('next_step', following[0].id if following else None),
+            ('next_run_at', next_run_at))
 
     def _base_message(self, step, channel):
         Message = Pool().get('crm.message')
@@ -413,16 +421,18 @@ class Enrollment(Workflow, ModelSQL, ModelView):
         enrollments = cls.running([('lead', 'in', list(replies))])
         if not enrollments:
             return
-        stopping, pausing = [], []
+        stopping = []
         for enrollment in enrollments:
             at = replies[enrollment.lead.id]
             enrollment.replied_at = at
+            if enrollment.state == 'paused' and not enrollment.next_run_at:
+                # Paused by hand: it waits for whoever paused it.
+                continue
             if enrollment.sequence.on_reply == 'pause':
                 silence = enrollment.sequence.silence_hours \
                     or DEFAULT_SILENCE_HOURS
                 enrollment.state = 'paused'
                 enrollment.next_run_at = at + dt.timedelta(hours=silence)
-                pausing.append(enrollment)
             else:
                 stopping.append(enrollment)
         with without_check_access():

@@ -67,6 +67,8 @@ EMAIL_HTML = string.Template(
     '</head><body style="font-family:Arial,Helvetica,sans-serif;'
     'font-size:15px;line-height:1.5;color:#1f2937">\n$body\n$footer\n'
     '</body></html>\n')
+# The unsubscribe button and the one-click POST send a few bytes at most.
+UNSUBSCRIBE_MAX_BYTES = 4096
 
 
 class MailSettingError(UserError):
@@ -637,6 +639,9 @@ def unsubscribe(request, pool, token):
     if not limiter('unsubscribe', 'unsubscribe_rate_limit', 60).allow(
             client_ip(request)):
         return page(429, *TOO_MANY, headers={'Retry-After': '60'})
+    if (request.content_length or 0) > UNSUBSCRIBE_MAX_BYTES:
+        return Response("Request too large", status=413,
+            content_type='text/plain')
     try:
         return _unsubscribe(request, pool, token)
     except Exception:

@@ -121,10 +121,12 @@ class Message(metaclass=PoolMeta):
                 'kraya_crm.msg_message_enrollment_step_unique'),
             ]
         cls._sql_indexes.update({
-                Index(t, (t.send_after, Index.Range()),
-                    where=t.status == 'queued'),
-                Index(t, (t.sending_at, Index.Range()),
-                    where=t.status == 'sending'),
+                # Not partial (WHERE status = 'queued'): SQLite cannot
+                # match such an index to the bound parameter of a query.
+                Index(t, (t.status, Index.Equality()),
+                    (t.send_after, Index.Range())),
+                Index(t, (t.status, Index.Equality()),
+                    (t.sending_at, Index.Range())),
                 Index(t, (t.enrollment, Index.Range())),
                 })
 
@@ -148,19 +150,25 @@ class Message(metaclass=PoolMeta):
                     'status': 'cancelled', 'error_message': reason})
 
     @classmethod
-    def outbox_due_one(cls, now=None):
-        """The id of a message that waits to be sent, or was left sending
-        by a worker that died, if any: two lookups through the outbox's
-        indexes."""
-        now = now or utcnow()
-        table = cls.__table__()
-        cursor = Transaction().connection.cursor()
-        for where in [
-                (table.status == 'queued') & (table.send_after <= now),
-                (table.status == 'sending')
-                & (table.sending_at < now - lease()),
+    def outbox_due(cls, table, now, limit, *columns):
+        """The queries of the due messages, through the outbox's partial
+        indexes: those left sending past their lease by a worker that died,
+        then the queued ones whose time has come; oldest first."""
+        for where, order in [
+                ((table.status == 'sending')
+                    & (table.sending_at < now - lease()), table.sending_at),
+                ((table.status == 'queued')
+                    & (table.send_after <= now), table.send_after),
                 ]:
-            cursor.execute(*table.select(table.id, where=where, limit=1))
+            yield table.select(table.id, *columns, where=where,
+                order_by=[order.asc, table.id.asc], limit=limit)
+
+    @classmethod
+    def outbox_due_one(cls, now=None):
+        "The id of a due message, if there is one."
+        cursor = Transaction().connection.cursor()
+        for query in cls.outbox_due(cls.__table__(), now or utcnow(), 1):
+            cursor.execute(*query)
             row = cursor.fetchone()
             if row:
                 return row[0]
@@ -218,26 +226,21 @@ class Message(metaclass=PoolMeta):
             table = cls.__table__()
             cursor = claim.connection.cursor()
             rows = []
-            for where, order in [
-                    ((table.status == 'sending')
-                        & (table.sending_at < now - lease()),
-                        table.sending_at),
-                    ((table.status == 'queued')
-                        & (table.send_after <= now), table.send_after),
-                    ]:
-                query = table.select(table.id, table.address, table.status,
-                    table.channel, table.provider_id,
-                    where=where, order_by=[order.asc, table.id.asc],
-                    limit=limit - len(rows))
+            for query in cls.outbox_due(table, now, limit, table.address,
+                    table.status, table.channel, table.provider_id):
+                query.limit = limit - len(rows)
+                if query.limit <= 0:
+                    break
                 if database.has_select_for():
                     query.for_ = database.get_select_for_skip_locked()(
                         'UPDATE')
-                if query.limit > 0:
-                    cursor.execute(*query)
-                    rows.extend(cursor)
-            recipients, claimed = set(), []
+                cursor.execute(*query)
+                rows.extend(cursor)
+            recipients, claimed, later = set(), [], []
             for message_id, address, status, channel, provider_id in rows:
                 if address and address in recipients:
+                    if status == 'queued':
+                        later.append(message_id)
                     continue
                 recipients.add(address)
                 claimed.append((message_id, status))
@@ -247,18 +250,30 @@ class Message(metaclass=PoolMeta):
                     cursor.execute(*table.update([table.provider_id],
                             [mail.new_message_id()],
                             where=table.id == message_id))
+            if later:
+                # A second message to one person waits for WhatsApp's pair
+                # limit rather than being refused by it.
+                cursor.execute(*table.update([table.send_after],
+                        [now + PAIR_INTERVAL], where=table.id.in_(later)))
             for status in {'queued', 'sending'}:
                 ids = [i for i, s in claimed if s == status]
                 if ids:
-                    # The status guard makes a claim lost to another
-                    # worker (SQLite, no row locks) a no-op.
                     cursor.execute(*table.update(
                             [table.status, table.sending_at, table.attempts],
                             ['sending', now, table.attempts + 1],
                             where=table.id.in_(ids)
                             & (table.status == status)))
+            # Ours are those stamped with this claim's time: a row another
+            # worker claimed first kept its status and is not.
+            ids = [i for i, _ in claimed]
+            if ids:
+                cursor.execute(*table.select(table.id,
+                        where=table.id.in_(ids) & (table.sending_at == now)
+                        & (table.status == 'sending'),
+                        order_by=[table.id.asc]))
+                ids = [i for i, in cursor]
             claim.commit()
-        return [i for i, _ in claimed]
+        return ids
 
     @classmethod
     def _send_claimed(cls, message_id):
@@ -280,6 +295,11 @@ class Message(metaclass=PoolMeta):
         "Hand the message to its provider; the values to write from it."
         if self.attempts > 1 and self._went_out():
             return {'status': 'sent', 'sent_at': self.sent_at or utcnow()}
+        if self.attempts > setting('outbox_max_attempts', 8):
+            # Each try died before recording an answer: stop trying.
+            return {'status': 'failed', 'failed_at': utcnow(),
+                'error_message': f"Gave up after {self.attempts - 1} "
+                "attempts that ended without an answer"}
         if self.channel == 'whatsapp':
             return self._deliver_whatsapp()
         if self.channel == 'email':

@@ -335,6 +335,13 @@ class MailRoutesTestCase(RouteTestCase):
         self.assertEqual(response.status_code, 200)
         self.assertFalse(self.lead(lead_id)[0])
 
+    def test_oversized_unsubscribe_post_is_413_and_opts_out_nobody(self):
+        lead_id, _ = self.new_lead()
+        response = self.client().post(self.unsubscribe_path(lead_id),
+            data='x' * 10_000, content_type='text/plain')
+        self.assertEqual(response.status_code, 413)
+        self.assertTrue(self.lead(lead_id)[0])
+
     def test_forged_unsubscribe_token_is_404_and_opts_out_nobody(self):
         lead_id, _ = self.new_lead()
         path = self.unsubscribe_path(lead_id)

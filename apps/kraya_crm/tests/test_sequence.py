@@ -131,6 +131,14 @@ class SequenceTestCase(unittest.TestCase):
         self.assertEqual(full_scans(query, params, 'crm_enrollment'), [])
 
     @with_transaction()
+    def test_outbox_reads_due_messages_through_its_indexes(self):
+        Message = Pool().get('crm.message')
+        table = Message.__table__()
+        for query in Message.outbox_due(table, utcnow(), 50, table.address):
+            self.assertEqual(
+                full_scans(*tuple(query), 'crm_message'), [], str(query))
+
+    @with_transaction()
     def test_opted_out_channel_is_skipped_with_the_reason(self):
         pool = Pool()
         Lead = pool.get('crm.lead')
