@@ -323,3 +323,26 @@ def test_two_workers_never_take_the_same_message(
     assert set(sends_by_message(sim, ids).values()) == {1}
     assert {m['attempts'] for m in manager.model(
                 'crm.message', 'read', ids, ['attempts'])} == {1}
+
+
+def test_rep_enrols_selected_leads_through_the_wizard(crm_site, manager,
+        sequence):
+    rep = crm_site.login('rep')
+    sequence_id = sequence([{'channel': 'task', 'body': "Call {lead.name}"}])
+    leads = rep.model('crm.lead', 'create', [
+            {'name': "Nikhil Rao", 'phone': '+' + new_number()},
+            {'name': "Tanvi Iyer", 'phone': '+' + new_number()}])
+    context = dict(rep.context, active_model='crm.lead', active_id=leads[0],
+        active_ids=leads)
+    session, _, _ = rep.call('wizard.crm.enrollment.enrol.create', context)
+    start = rep.call('wizard.crm.enrollment.enrol.execute', session, {},
+        'start', context)['view']['defaults']
+    assert (start['applies_to'], start['count']) == ('lead', 2)
+    rep.call('wizard.crm.enrollment.enrol.execute', session, {'start': {
+                'applies_to': 'lead', 'sequence': sequence_id}},
+        'enrol', context)
+    rep.call('wizard.crm.enrollment.enrol.delete', session, context)
+    enrollments = rep.model('crm.enrollment', 'search_read',
+        [('lead', 'in', leads)], 0, None, None, ['sequence', 'state'])
+    assert sorted((e['sequence'], e['state']) for e in enrollments) == [
+        (sequence_id, 'active')] * 2

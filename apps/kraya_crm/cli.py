@@ -156,6 +156,8 @@ def cmd_mail_sink(args):
     port = args.port or uri.port or 8025
     folder = site.path / 'mail'
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s')
+    # aiosmtpd narrates every connection; one line an email is enough.
+    logging.getLogger('mail.log').setLevel(logging.WARNING)
     print(f'Mail sink at smtp://127.0.0.1:{port}, emails kept in {folder}. '
         'Ctrl-C stops it.', flush=True)
     try:
