@@ -142,3 +142,22 @@ def chromium_browser():
             yield browser
         finally:
             browser.close()
+
+
+def choose_desk_database(page, database):
+    """Have sao's login dialog on the site's database: sao fills and locks
+    it when the server has only that one, and offers a list when it has
+    more (a PostgreSQL server shared with other sites). Until then,
+    submitting the login does nothing."""
+    field = page.locator('input#database:visible')
+    listed = page.locator('select#database:visible')
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if field.count() and field.input_value() == database:
+            return
+        if listed.count() and listed.locator(
+                f'option[value="{database}"]').count():
+            listed.select_option(database)
+            return
+        time.sleep(0.1)
+    raise AssertionError(f'the login dialog never offered {database!r}')
