@@ -16,10 +16,13 @@ import hmac
 import json
 import logging
 import sys
+import threading
 import time
+from contextlib import nullcontext
 
 from trytond import backend
 from sql import Null
+from sql.operators import Exists
 
 from trytond.model import Index, Model, ModelSQL, ModelView, fields
 from trytond.pool import Pool, PoolMeta
@@ -43,6 +46,12 @@ OPT_OUT_ACK = (
 MEDIA_TYPES = {'image', 'document', 'audio', 'video', 'sticker'}
 
 _limiter = None
+# Inbox.accept's SQL by backend (see Inbox._accept_sql).
+_accept_statements = {}
+# SQLite takes one writer at a time and one that finds it busy sleeps in
+# growing steps (up to 100 ms): this process's requests wait here instead,
+# each woken as soon as the one before has committed.
+_sqlite_writer = threading.Lock()
 
 
 class WebhookError(ValueError):
@@ -278,31 +287,50 @@ class Inbox(ModelSQL, ModelView):
         """Store a checked delivery and make sure a task will process it:
         one INSERT, and a queued task only when none is waiting already
         (a waiting task takes every pending row; the cron sweeps the rare
-        row that arrives while a batch is being read)."""
-        pool = Pool()
-        Queue = pool.get('ir.queue')
+        row that arrives while a batch is being read). Where the INSERT
+        can return it (PostgreSQL), it says whether a task is waiting."""
         transaction = Transaction()
-        table = cls.__table__()
-        now = utcnow()
+        insert, params, waiting = cls._accept_sql(transaction.database)
         cursor = transaction.connection.cursor()
-        insert = table.insert(
-            [table.received_at, table.body, table.create_date,
-                table.create_uid],
-            [[now, body.decode(), now, transaction.user]])
-        if transaction.database.has_returning():
-            insert.returning = [table.id]
-            cursor.execute(*insert)
-            row_id, = cursor.fetchone()
+        if backend.name == 'sqlite':
+            # trytond's NORMAL loses the last commits on a power cut, and
+            # a 200 tells Meta not to send this body again.
+            cursor.execute('PRAGMA synchronous = FULL')
+        now = utcnow()
+        cursor.execute(
+            insert, (now, body.decode(), now, transaction.user) + params)
+        if waiting is None:
+            row_id, queued = cursor.fetchone()
         else:
-            cursor.execute(*insert)
             row_id = cursor.lastrowid
-        queue = Queue.__table__()
-        cursor.execute(*queue.select(queue.id, where=(
-                    queue.name == QUEUE_NAME) & (queue.dequeued_at == Null),
-                limit=1))
-        if not cursor.fetchone():
+            cursor.execute(*waiting)
+            queued = cursor.fetchone()
+        if not queued:
             with transaction.set_context(queue_name=QUEUE_NAME):
                 cls.__queue__.process_pending(cls.browse([row_id]))
+
+    @classmethod
+    def _accept_sql(cls, database):
+        """(INSERT, its parameters after the row's, the waiting-task query
+        or None when the INSERT returns it), built once per backend:
+        building them with python-sql costs more than running them."""
+        key = (type(database), database.has_returning())
+        if key not in _accept_statements:
+            Queue = Pool().get('ir.queue')
+            table, queue = cls.__table__(), Queue.__table__()
+            waiting = queue.select(queue.id, where=(
+                    queue.name == QUEUE_NAME) & (queue.dequeued_at == Null),
+                limit=1)
+            insert = table.insert(
+                [table.received_at, table.body, table.create_date,
+                    table.create_uid], [[None] * 4])
+            if database.has_returning():
+                insert.returning = [table.id, Exists(waiting)]
+                query, params = tuple(insert)
+                _accept_statements[key] = (query, params[4:], None)
+            else:
+                _accept_statements[key] = (str(insert), (), tuple(waiting))
+        return _accept_statements[key]
 
     @classmethod
     def process_pending(cls, _=None, batch_size=500):
@@ -329,6 +357,9 @@ class Inbox(ModelSQL, ModelView):
                 for row, delivery in deliveries:
                     cls._process_alone(row, delivery)
             cls.write(rows, {'processed_at': utcnow()})
+            # SQLite has one writer: holding this write would lock out the
+            # next batch's own transaction.
+            Transaction().commit()
             if len(rows) < batch_size:
                 return
 
@@ -443,7 +474,9 @@ def _accept(pool, body, tries=3):
     from trytond.worker import run_task
     for attempt in range(1, tries + 1):
         try:
-            with Transaction().start(pool.database_name, 0) as transaction:
+            with Transaction().start(pool.database_name, 0) as transaction, \
+                    (_sqlite_writer if backend.name == 'sqlite'
+                        else nullcontext()):
                 pool.get('crm.whatsapp.inbox').accept(body)
                 transaction.commit()
             break
