@@ -222,14 +222,16 @@ class Sequence(DeactivableMixin, ModelSQL, ModelView):
                     tzinfo=None)
                 if self.is_open(utc):
                     return utc
-        # No opening in a week: no business day ticked; send as it comes.
-        return at
+        # No opening in a week (the quiet hours cover the business hours):
+        # look again tomorrow, never now, or the tick would spin on it.
+        return at + dt.timedelta(days=1)
 
     @classmethod
     def validate(cls, sequences):
         super().validate(sequences)
         for sequence in sequences:
-            if sequence.business_hours_start >= sequence.business_hours_end:
+            if (sequence.business_hours_start >= sequence.business_hours_end
+                    or not sequence.business_days):
                 raise SequenceValidationError(gettext(
                         'kraya_crm.msg_sequence_business_hours',
                         sequence=sequence.rec_name))

@@ -320,6 +320,22 @@ class SequenceTestCase(unittest.TestCase):
                 dt.datetime(2026, 11, 28, 3, 30))
 
     @with_transaction()
+    def test_quiet_hours_covering_the_day_wait_a_day_not_spin(self):
+        with set_company(create_company()):
+            sequence = make_sequence([TEXT],
+                quiet_hours_start=dt.time(0, 0),
+                quiet_hours_end=dt.time(23, 59, 59))
+            at = dt.datetime(2026, 11, 30, 4, 0)
+            self.assertEqual(sequence.next_open(at),
+                at + dt.timedelta(days=1))
+
+    @with_transaction()
+    def test_sequence_without_business_days_is_refused(self):
+        with set_company(create_company()):
+            with self.assertRaises(UserError):
+                make_sequence([TEXT], business_days=[])
+
+    @with_transaction()
     def test_closed_hours_move_the_step_not_skip_it(self):
         Enrollment = Pool().get('crm.enrollment')
         with set_company(create_company()):
