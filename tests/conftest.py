@@ -92,6 +92,9 @@ def crm_site(tmp_path_factory):
             # not minutes, so that the tests can wait for them.
             ('kraya_crm', 'outbox_retry_seconds'): 1,
             ('kraya_crm', 'outbox_lease_seconds'): 4,
+            # Small batches, so that the worker's batch after batch path
+            # runs under the tests' bursts of deliveries.
+            ('kraya_crm', 'whatsapp_batch_size'): 4,
             })
     log = open(root / 'trytond.log', 'w')
     config = ['-c', str(site.config_file), '-d', site.database]

@@ -124,6 +124,28 @@ def test_concurrent_duplicate_deliveries_are_stored_once(webhook, manager, settl
     assert len(messages_of(manager, wa_id)) == 1
 
 
+def test_burst_of_deliveries_is_written_batch_after_batch(
+        webhook, manager, settle):
+    "More deliveries than a batch (4 here) wait: every one is written."
+    wa_ids = [new_wa_id() for _ in range(24)]
+    answers = []
+
+    def post(ids):
+        for wa_id in ids:
+            answers.append(webhook.post(inbound(wa_id))[0])
+    threads = [threading.Thread(target=post, args=(wa_ids[i::6],))
+        for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == [200] * 24
+    settle()
+    assert [len(messages_of(manager, wa_id)) for wa_id in wa_ids] == [1] * 24
+    assert manager.model('crm.dead_letter', 'search_count',
+        [('reason', 'like', '%locked%')]) == 0
+
+
 @pytest.mark.parametrize('kind,content,expected', [
         ('image', {'id': '1479', 'mime_type': 'image/jpeg',
                 'caption': "Floor plan"}, ('image', "Floor plan")),

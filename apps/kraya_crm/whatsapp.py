@@ -333,13 +333,14 @@ class Inbox(ModelSQL, ModelView):
         return _accept_statements[key]
 
     @classmethod
-    def process_pending(cls, _=None, batch_size=500):
+    def process_pending(cls, _=None, batch_size=None):
         """Write every pending delivery in batches, oldest first (the queue
         and the cron call it; a task with nothing pending is a no-op). A
         batch that fails is retried one delivery at a time so that only the
         bad one becomes a dead letter."""
         pool = Pool()
         WhatsApp = pool.get('crm.whatsapp.webhook')
+        batch_size = batch_size or setting('whatsapp_batch_size', 500)
         while True:
             rows = cls._take_pending(batch_size)
             if not rows:
