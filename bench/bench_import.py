@@ -23,7 +23,6 @@ import os
 import random
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / 'bench' / 'data'
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import describe, record_results  # noqa: E402
+from bench.machine import (  # noqa: E402
+    describe, postgresql_server, record_results)
 HEADER = ['Name', 'Mobile', 'WhatsApp', 'Email', 'City', 'State', 'Company',
     'Campaign', 'Notes', 'Budget']
 FIRST = ["Aarav", "Vivaan", "Aditya", "Arjun", "Sai", "Ananya", "Diya",
@@ -227,17 +227,6 @@ def run_worker(kind, site, path, **options):
     output = subprocess.run(command, check=True, stdout=subprocess.PIPE,
         text=True, env=site.environ()).stdout
     return json.loads(output.strip().splitlines()[-1])
-
-
-def postgresql_server():
-    uri = os.environ.get('KRAYA_BENCH_POSTGRESQL')
-    if uri:
-        return uri.rstrip('/')
-    try:
-        socket.create_connection(('127.0.0.1', 5432), timeout=1).close()
-    except OSError:
-        return None
-    return 'postgresql://127.0.0.1:5432'
 
 
 def bench_database(name, db_uri, path, small_path, sample):

@@ -43,8 +43,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import describe, record_results  # noqa: E402
-from bench.bench_import import postgresql_server  # noqa: E402
+from bench.machine import (  # noqa: E402
+    describe, postgresql_server, record_results)
 
 THROUGHPUT = 80  # WhatsApp Cloud API messages a second per business number
 PHONE_NUMBER_ID = '100000000000001'

@@ -29,7 +29,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import record_results  # noqa: E402
+from bench.machine import (  # noqa: E402
+    postgresql_server, record_results)
 from kraya_crm import sites  # noqa: E402
 from tests.conftest import eventually, free_port, wait_for  # noqa: E402
 from tests.rpc import RpcSession  # noqa: E402
@@ -361,17 +361,6 @@ def raw_sql_bound(site, lead, count):
     elapsed = time.perf_counter() - started
     conn.close()
     return count / elapsed
-
-
-def postgresql_server():
-    uri = os.environ.get('KRAYA_BENCH_POSTGRESQL')
-    if uri:
-        return uri.rstrip('/')
-    try:
-        socket.create_connection(('127.0.0.1', 5432), timeout=1).close()
-    except OSError:
-        return None
-    return 'postgresql://127.0.0.1:5432'
 
 
 def main(argv=None):

@@ -1,7 +1,9 @@
-"""The machine and date a benchmark ran on, and bench/RESULTS.md."""
+"""The machine and date a benchmark ran on, the PostgreSQL server it
+also runs on, and bench/RESULTS.md."""
 import datetime as dt
 import os
 import platform
+import socket
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / 'RESULTS.md'
@@ -33,3 +35,16 @@ def record_results(title, text):
     with RESULTS.open('a') as results:
         results.write(f'\n## {title}: {stamp}\n\nMachine: {describe()}\n\n'
             f'{text}\n')
+
+
+def postgresql_server():
+    """The PostgreSQL server to run on too: KRAYA_BENCH_POSTGRESQL, else one
+    answering on 127.0.0.1:5432, else None."""
+    uri = os.environ.get('KRAYA_BENCH_POSTGRESQL')
+    if uri:
+        return uri.rstrip('/')
+    try:
+        socket.create_connection(('127.0.0.1', 5432), timeout=1).close()
+    except OSError:
+        return None
+    return 'postgresql://127.0.0.1:5432'

@@ -243,7 +243,7 @@ class Enrollment(Workflow, ModelSQL, ModelView):
             step = enrollment.next_step
             if step is None:
                 # The last step is behind us: did the lead stay silent?
-                if enrollment.is_silent(now):
+                if enrollment.is_silent():
                     to_reengage.append(enrollment)
                     ending.setdefault(('completed', 'reengaged'), []).append(
                         enrollment)
@@ -315,7 +315,7 @@ class Enrollment(Workflow, ModelSQL, ModelView):
                 and self.deal.stage.kind != 'open'):
             return 'closed'
 
-    def is_silent(self, now):
+    def is_silent(self):
         "Whether the lead stayed silent after our last step."
         sequence = self.sequence
         if not (sequence.reengage_sequence and sequence.silence_hours):

@@ -380,7 +380,7 @@ class Message(metaclass=PoolMeta):
                 'outbox_max_attempts', 8):
             values.update(status='queued', send_after=now + backoff(
                     self.attempts, result.retry_after))
-        elif result.outcome in {'reengage', 'skipped'}:
+        elif result.outcome == 'reengage':
             values.update(status='skipped')
         else:
             values.update(status='failed', failed_at=now)
