@@ -9,9 +9,11 @@ import json
 
 from sql import Null
 
+from trytond import backend
 from trytond.model import Index, ModelSQL, ModelView, Workflow, fields
 from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval
+from trytond.tools import grouped_slice
 from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
@@ -477,14 +479,32 @@ class Lead(metaclass=PoolMeta):
     @classmethod
     def enrol_by_source(cls, leads):
         "Enrol new leads in the follow-up sequence of their source."
-        Enrollment = Pool().get('crm.enrollment')
+        pool = Pool()
+        Enrollment = pool.get('crm.enrollment')
+        Sequence = pool.get('crm.sequence')
+        Source = pool.get('crm.source')
+        sequences = Source.follow_up_sequences()
+        if not sequences:
+            return
+        # Only the source column, and only leads whose source enrols: an
+        # import creates thousands of leads, most from a source that
+        # does not.
+        table = cls.__table__()
+        cursor = Transaction().connection.cursor()
+        source_of = {}
+        for sub_ids in grouped_slice(
+                [l.id for l in leads], backend.MAX_QUERY_PARAMS):
+            cursor.execute(*table.select(table.id, table.source,
+                    where=fields.SQL_OPERATORS['in'](table.id, sub_ids)
+                    & table.source.in_(list(sequences))))
+            source_of.update(cursor)
         by_sequence = {}
         for lead in leads:
-            sequence = lead.source.follow_up_sequence if lead.source else None
-            if sequence:
-                by_sequence.setdefault(sequence, []).append((lead, None))
-        for sequence, targets in by_sequence.items():
-            Enrollment.enrol(sequence, targets)
+            if lead.id in source_of:
+                by_sequence.setdefault(
+                    sequences[source_of[lead.id]], []).append((lead, None))
+        for sequence_id, targets in by_sequence.items():
+            Enrollment.enrol(Sequence(sequence_id), targets)
 
     @classmethod
     def record_inbound(cls, events):

@@ -1,6 +1,7 @@
 """Follow-up sequences in the database: enrolment, the engine's steps,
 business hours, replies, stage moves and silence."""
 import datetime as dt
+import io
 import unittest
 
 from trytond.exceptions import UserError
@@ -73,6 +74,47 @@ class SequenceTestCase(unittest.TestCase):
             self.assertEqual(enrollment.state, 'active')
             self.assertEqual(enrollment.next_step, sequence.steps[0])
             self.assertIsNotNone(enrollment.next_run_at)
+
+    @with_transaction()
+    def test_source_sequence_applies_from_the_next_lead_on(self):
+        "Which sources enrol is cached: setting or clearing one is seen."
+        pool = Pool()
+        Source = pool.get('crm.source')
+        Lead = pool.get('crm.lead')
+        with set_company(create_company()):
+            sequence = make_sequence([TEXT])
+            source, = Source.search([('code', '=', 'website')])
+
+            def capture(phone):
+                (lead, _), = Lead.capture(
+                    [{'name': phone, 'phone': phone}], source=source)
+                return len(lead.enrollments)
+
+            before = capture('+919876543210')
+            source.follow_up_sequence = sequence
+            source.save()
+            during = capture('+919876543211')
+            source.follow_up_sequence = None
+            source.save()
+            after = capture('+919876543212')
+            self.assertEqual((before, during, after), (0, 1, 0))
+
+    @with_transaction()
+    def test_imported_leads_are_enrolled_in_their_source_sequence(self):
+        pool = Pool()
+        Source = pool.get('crm.source')
+        Lead = pool.get('crm.lead')
+        with set_company(create_company()):
+            sequence = make_sequence([TEXT])
+            source, = Source.search([('code', '=', 'import')])
+            source.follow_up_sequence = sequence
+            source.save()
+            rows = ''.join(f'Lead {i},98765{i:05d}\n' for i in range(120))
+            Lead.import_file(io.BytesIO(('Name,Mobile\n' + rows).encode()),
+                'leads.csv', source='import')
+            leads = Lead.search([])
+            self.assertEqual(len(leads), 120)
+            self.assertEqual({len(l.enrollments) for l in leads}, {1})
 
     @with_transaction()
     def test_enrolling_twice_keeps_one_running_enrollment(self):
