@@ -3,9 +3,11 @@ import csv
 import io
 import unittest
 
+from trytond import backend
 from trytond.modules.company.tests import create_company, set_company
 from trytond.pool import Pool
 from trytond.tests.test_tryton import activate_module, with_transaction
+from trytond.transaction import Transaction
 
 from ..lead_import import ColumnMap, LeadImportError, ProblemReport
 
@@ -307,7 +309,6 @@ class LeadImportTestCase(unittest.TestCase):
 
     @with_transaction()
     def test_new_leads_get_company_owner_source_and_audit_fields(self):
-        from trytond.transaction import Transaction
         company = create_company()
         with set_company(company):
             import_text("Name,Mobile\nAsha,9876543210\n")
@@ -318,6 +319,19 @@ class LeadImportTestCase(unittest.TestCase):
             self.assertIsNotNone(lead.create_date)
             self.assertEqual((lead.status, lead.score, lead.source.code),
                 ('new', 0, 'import'))
+
+    @unittest.skipUnless(backend.name == 'postgresql', "PostgreSQL planner")
+    @with_transaction()
+    def test_import_keeps_the_table_statistics_fresh(self):
+        """Autovacuum cannot see an open import: without fresh statistics
+        PostgreSQL scans the whole lead table for every identity lookup."""
+        cursor = Transaction().connection.cursor()
+        with set_company(create_company()):
+            import_text("Name,Mobile\n" + ''.join(
+                    f'Lead {i},98{i:08d}\n' for i in range(2500)))
+            cursor.execute("SELECT reltuples FROM pg_class "
+                "WHERE oid = 'crm_lead'::regclass")
+            self.assertGreaterEqual(cursor.fetchone()[0], 2000)
 
     @with_transaction()
     def test_wizard_shows_the_summary_and_offers_the_problem_file(self):
