@@ -483,26 +483,24 @@ class Lead(metaclass=PoolMeta):
         Enrollment = pool.get('crm.enrollment')
         Sequence = pool.get('crm.sequence')
         Source = pool.get('crm.source')
-        sequences = Source.follow_up_sequences()
-        if not sequences:
-            return
-        # Only the source column, and only leads whose source enrols: an
-        # import creates thousands of leads, most from a source that
-        # does not.
-        table = cls.__table__()
+        # One query for the leads whose source enrols, rather than loading
+        # each lead and its source: an import creates thousands of leads.
+        table, source = cls.__table__(), Source.__table__()
         cursor = Transaction().connection.cursor()
-        source_of = {}
+        sequence_of = {}
         for sub_ids in grouped_slice(
                 [l.id for l in leads], backend.MAX_QUERY_PARAMS):
-            cursor.execute(*table.select(table.id, table.source,
+            cursor.execute(*table.join(source,
+                    condition=table.source == source.id).select(
+                    table.id, source.follow_up_sequence,
                     where=fields.SQL_OPERATORS['in'](table.id, sub_ids)
-                    & table.source.in_(list(sequences))))
-            source_of.update(cursor)
+                    & (source.follow_up_sequence != Null)))
+            sequence_of.update(cursor)
         by_sequence = {}
         for lead in leads:
-            if lead.id in source_of:
+            if lead.id in sequence_of:
                 by_sequence.setdefault(
-                    sequences[source_of[lead.id]], []).append((lead, None))
+                    sequence_of[lead.id], []).append((lead, None))
         for sequence_id, targets in by_sequence.items():
             Enrollment.enrol(Sequence(sequence_id), targets)
 

@@ -15,7 +15,6 @@ from trytond.model import (
 from trytond.model.exceptions import ValidationError
 from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval
-from trytond.cache import Cache
 from trytond.transaction import Transaction
 
 from .http import setting
@@ -364,25 +363,6 @@ class Source(metaclass=PoolMeta):
     follow_up_sequence = fields.Many2One('crm.sequence', "Follow-up Sequence",
         domain=[('applies_to', '=', 'lead')], ondelete='SET NULL',
         help="New leads of this source are enrolled in it.")
-    # Asked for every batch of new leads (an import makes thousands).
-    _follow_up_sequences = Cache(
-        'crm.source.follow_up_sequences', context=False)
-
-    @classmethod
-    def follow_up_sequences(cls):
-        "{source id: sequence id} of the sources that enrol their new leads."
-        sequences = cls._follow_up_sequences.get(None)
-        if sequences is None:
-            with Transaction().set_context(active_test=False):
-                sources = cls.search([('follow_up_sequence', '!=', None)])
-            sequences = {s.id: s.follow_up_sequence.id for s in sources}
-            cls._follow_up_sequences.set(None, sequences)
-        return sequences
-
-    @classmethod
-    def on_modification(cls, mode, sources, field_names=None):
-        super().on_modification(mode, sources, field_names=field_names)
-        cls._follow_up_sequences.clear()
 
 
 class Stage(metaclass=PoolMeta):

@@ -77,7 +77,7 @@ class SequenceTestCase(unittest.TestCase):
 
     @with_transaction()
     def test_source_sequence_applies_from_the_next_lead_on(self):
-        "Which sources enrol is cached: setting or clearing one is seen."
+        "Setting or clearing a source's sequence applies to the next lead."
         pool = Pool()
         Source = pool.get('crm.source')
         Lead = pool.get('crm.lead')
