@@ -32,6 +32,15 @@ def make_sequence(steps, **values):
     return sequence
 
 
+def enrolling_source(code, sequence):
+    "The lead source of this code, set to enrol its new leads in sequence."
+    Source = Pool().get('crm.source')
+    source, = Source.search([('code', '=', code)])
+    source.follow_up_sequence = sequence
+    source.save()
+    return source
+
+
 def whatsapp_lead(name="Asha Rao", **values):
     "A lead who opted in to WhatsApp."
     Lead = Pool().get('crm.lead')
@@ -60,13 +69,10 @@ class SequenceTestCase(unittest.TestCase):
     @with_transaction()
     def test_new_lead_of_a_source_is_enrolled(self):
         pool = Pool()
-        Source = pool.get('crm.source')
         Lead = pool.get('crm.lead')
         with set_company(create_company()):
             sequence = make_sequence([TEXT])
-            source, = Source.search([('code', '=', 'website')])
-            source.follow_up_sequence = sequence
-            source.save()
+            source = enrolling_source('website', sequence)
             (lead, _), = Lead.capture(
                 [{'name': "Asha", 'phone': '+919876543210'}], source=source)
             enrollment, = lead.enrollments
@@ -102,13 +108,10 @@ class SequenceTestCase(unittest.TestCase):
     @with_transaction()
     def test_imported_leads_are_enrolled_in_their_source_sequence(self):
         pool = Pool()
-        Source = pool.get('crm.source')
         Lead = pool.get('crm.lead')
         with set_company(create_company()):
             sequence = make_sequence([TEXT])
-            source, = Source.search([('code', '=', 'import')])
-            source.follow_up_sequence = sequence
-            source.save()
+            enrolling_source('import', sequence)
             rows = ''.join(f'Lead {i},98765{i:05d}\n' for i in range(120))
             Lead.import_file(io.BytesIO(('Name,Mobile\n' + rows).encode()),
                 'leads.csv', source='import')
