@@ -27,6 +27,10 @@ def normalize_phone(value, region=DEFAULT_REGION):
     text = str(value).strip()
     if not text:
         return None
+    if (region == 'IN' and len(text) == 13 and text.startswith('+91')
+            and IN_MOBILE_NUMBER.fullmatch(text[3:])):
+        # Already E.164, as every number saved through here is.
+        return text
     # Excel turns 919876543210 into 9.19876543210E+11: undo it.
     if 'e+' in text.lower():
         try:

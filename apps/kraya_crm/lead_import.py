@@ -42,8 +42,8 @@ from .capture import CAPTURE_FIELDS, identity_keys
 from .consent import CONSENT_CHANNELS
 from .contact import InvalidPhone, normalize_email, normalize_phone
 
-# Rows checked, matched and inserted at once: one query for the people met
-# earlier in the file, one for those in the database, one insert.
+# Rows matched and inserted at once: one query for the people in the
+# database, one insert.
 BATCH_SIZE = 1000
 # Rows of people already known attached at once (one query, one write).
 KNOWN_SIZE = 500
@@ -450,64 +450,15 @@ def phone_number(text):
     return phone
 
 
-def parse_rows(parser, rows):
-    """(number, cells, values, problems) for each row; values is None for
-    an empty row."""
-    for number, cells in rows:
-        if any(cells):
-            yield (number, cells) + parser.parse(cells)
-        else:
-            yield number, cells, None, None
+class RowSorter:
+    """Parses rows and sorts the good ones: for each, the identity keys of
+    its person and whether that person was met earlier in the file. The
+    people met are kept in a private on-disk SQLite database, so that
+    memory stays flat however long the file is. Rows must come in file
+    order, chunk after chunk."""
 
-
-_child_parser = None
-
-
-def _start_child(parser):
-    global _child_parser
-    _child_parser = parser
-
-
-def _parse_chunk(rows):
-    # Only the results go back: the caller has the cells.
-    return [parse[2:] for parse in parse_rows(_child_parser, rows)]
-
-
-def parse_in_parallel(parser, rows, size=2000, ahead=3):
-    """parse_rows in a child process, a few chunks ahead of the caller,
-    which works the database meanwhile. Memory stays bounded: at most
-    `ahead` chunks wait."""
-    context = multiprocessing.get_context('fork')
-    with context.Pool(1, _start_child, (parser,)) as pool:
-        waiting = collections.deque()
-        for chunk in _slices_of(rows, size):
-            waiting.append((chunk, pool.apply_async(_parse_chunk, (chunk,))))
-            if len(waiting) > ahead:
-                chunk, parsed = waiting.popleft()
-                yield from _joined(chunk, parsed.get())
-        while waiting:
-            chunk, parsed = waiting.popleft()
-            yield from _joined(chunk, parsed.get())
-
-
-def _joined(chunk, parsed):
-    for (number, cells), (values, problems) in zip(chunk, parsed):
-        yield number, cells, values, problems
-
-
-def _slices_of(iterable, size):
-    "Lists of at most size items of an iterable, read as they are needed."
-    iterator = iter(iterable)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
-
-
-class FileIdentities:
-    """The identity keys of the people met so far in the file, kept in a
-    private on-disk SQLite database so that memory stays flat however long
-    the file is."""
-
-    def __init__(self):
+    def __init__(self, parser):
+        self.parser = parser
         # An empty name is a temporary database on disk, removed on close;
         # nothing to recover after a crash, and 16 MB of cache at most.
         self.db = sqlite3.connect('')
@@ -517,7 +468,31 @@ class FileIdentities:
         self.db.execute('CREATE TABLE seen (key TEXT PRIMARY KEY) '
             'WITHOUT ROWID')
 
-    def seen(self, keys):
+    def sort(self, chunk):
+        """[(values, problems, keys, repeat)] for a chunk of (number,
+        cells): values is None for an empty row; keys and repeat are None
+        for a row with an error that keeps it out."""
+        results, good = [], []
+        for _, cells in chunk:
+            if not any(cells):
+                results.append([None, None, None, None])
+                continue
+            values, problems = self.parser.parse(cells)
+            result = [values, problems, None, None]
+            if not any(fatal for _, _, fatal in problems):
+                result[2] = identity_keys(values)
+                good.append(result)
+            results.append(result)
+        texts = [{key_text(k) for k in result[2]} for result in good]
+        met = self._seen(set().union(*texts))
+        for result, keys in zip(good, texts):
+            result[3] = bool(keys & met)
+            met |= keys
+        self.db.executemany('INSERT OR IGNORE INTO seen VALUES (?)',
+            ((k,) for k in set().union(*texts)))
+        return results
+
+    def _seen(self, keys):
         "The keys among these met before."
         found = set()
         for sub in grouped_slice(sorted(keys), 500):
@@ -527,12 +502,62 @@ class FileIdentities:
                     % ','.join('?' * len(sub)), sub))
         return found
 
-    def add(self, keys):
-        self.db.executemany(
-            'INSERT OR IGNORE INTO seen VALUES (?)', ((k,) for k in keys))
-
     def close(self):
         self.db.close()
+
+
+def sort_rows(parser, rows, size=2000):
+    """(number, cells, values, problems, keys, repeat) for each row, as
+    RowSorter.sort gives them."""
+    sorter = RowSorter(parser)
+    try:
+        for chunk in _slices_of(rows, size):
+            yield from _joined(chunk, sorter.sort(chunk))
+    finally:
+        sorter.close()
+
+
+_child_sorter = None
+
+
+def _start_child(parser):
+    global _child_sorter
+    _child_sorter = RowSorter(parser)
+
+
+def _sort_chunk(chunk):
+    # Only the results go back: the caller has the cells.
+    return _child_sorter.sort(chunk)
+
+
+def sort_in_parallel(parser, rows, size=2000, ahead=3):
+    """sort_rows in a child process, a few chunks ahead of the caller,
+    which works the database meanwhile. The child takes the chunks in
+    order (a pool of one). Memory stays bounded: at most `ahead` chunks
+    wait."""
+    context = multiprocessing.get_context('fork')
+    with context.Pool(1, _start_child, (parser,)) as pool:
+        waiting = collections.deque()
+        for chunk in _slices_of(rows, size):
+            waiting.append((chunk, pool.apply_async(_sort_chunk, (chunk,))))
+            if len(waiting) > ahead:
+                chunk, sorted_ = waiting.popleft()
+                yield from _joined(chunk, sorted_.get())
+        while waiting:
+            chunk, sorted_ = waiting.popleft()
+            yield from _joined(chunk, sorted_.get())
+
+
+def _joined(chunk, sorted_):
+    for (number, cells), result in zip(chunk, sorted_):
+        yield number, cells, *result
+
+
+def _slices_of(iterable, size):
+    "Lists of at most size items of an iterable, read as they are needed."
+    iterator = iter(iterable)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
 
 
 def key_text(key):
@@ -645,12 +670,12 @@ def roomy_sqlite_cache():
 
 
 class LeadImport:
-    """One run of the importer over a file: rows are checked one by one,
-    then handled in batches. A batch costs one query for the people met
-    earlier in the file, one indexed query for those already in the
-    database, and one bulk insert of the new people; the rows of people
-    already known are attached to their leads (filling empty fields only)
-    a few hundred at a time."""
+    """One run of the importer over a file: rows are checked one by one
+    and sorted (RowSorter, in a child process for ./crm import), then
+    handled in batches. A batch costs one indexed query for the people
+    already in the database and one bulk insert of the new people; the
+    rows of people already known are attached to their leads (filling
+    empty fields only) a few hundred at a time."""
 
     def __init__(self, Lead, source=None, dry_run=False,
             consent_channel=None, consent_basis=None, report=None,
@@ -665,20 +690,12 @@ class LeadImport:
         self.progress = progress
         self.batch_size = batch_size
         self.known_rows = []
-        # Lead rows at the last ANALYZE (PostgreSQL) and inserted since.
-        self.analyzed_at = None
-        self.inserted = 0
-        self.identities = None
         self.summary = None
 
     def run(self, lead_file):
         start = time.monotonic()
         self.summary = ImportSummary(lead_file.filename, self.dry_run)
-        self.identities = FileIdentities()
-        try:
-            self._run(lead_file)
-        finally:
-            self.identities.close()
+        self._run(lead_file)
         self.summary.seconds = time.monotonic() - start
         return self.summary
 
@@ -702,8 +719,9 @@ class LeadImport:
         parser = RowParser(
             columns, StateLookup(self.Lead._import_subdivisions()))
         batch = []
-        parse = parse_in_parallel if self.parallel else parse_rows
-        for number, cells, values, problems in parse(parser, rows):
+        sort = sort_in_parallel if self.parallel else sort_rows
+        for number, cells, values, problems, keys, repeat in sort(
+                parser, rows):
             if values is None:
                 summary.empty += 1
                 continue
@@ -716,7 +734,7 @@ class LeadImport:
                 continue
             if problems:
                 summary.warnings += 1
-            batch.append(values)
+            batch.append((values, keys, repeat))
             if len(batch) >= self.batch_size:
                 self._import_batch(batch)
                 batch = []
@@ -728,23 +746,15 @@ class LeadImport:
             self.progress(summary.rows, 1)
 
     def _import_batch(self, batch):
-        "Sort a batch into new people, repeats in the file and known people."
+        """Sort a batch of (values, keys, repeat) into new people, repeats
+        in the file and known people."""
         Lead, summary = self.Lead, self.summary
         if not batch:
             return
-        row_keys = [identity_keys(v) for v in batch]
-        texts = [{key_text(k) for k in keys} for keys in row_keys]
-        met = self.identities.seen(set().union(*texts))
-        repeated = []
-        for keys in texts:
-            repeated.append(bool(keys & met))
-            met |= keys
-        self.identities.add(set().union(*texts))
         known = Lead._known_identities(set().union(*(
-                    keys for keys, again in zip(row_keys, repeated)
-                    if not again)))
+                    keys for _, keys, repeat in batch if not repeat)))
         new = []
-        for values, keys, again in zip(batch, row_keys, repeated):
+        for values, keys, again in batch:
             if again:
                 summary.duplicates += 1
                 self.known_rows.append(values)
@@ -759,28 +769,7 @@ class LeadImport:
             return
         if new:
             self._opt_in(Lead.create_in_bulk(new))
-            self._refresh_statistics(len(new))
         self._attach_known()
-
-    def _refresh_statistics(self, created):
-        """PostgreSQL plans the identity lookups by the lead table's
-        statistics, which autovacuum cannot refresh while the import's
-        transaction is open: stale, they make it scan the whole growing
-        table for every batch. ANALYZE sees the transaction's own rows; it
-        runs each time the import has doubled the table."""
-        if backend.name != 'postgresql':
-            return
-        cursor = Transaction().connection.cursor()
-        table = self.Lead._table
-        if self.analyzed_at is None:
-            cursor.execute('SELECT reltuples FROM pg_class '
-                'WHERE oid = to_regclass(%s)', (table,))
-            self.analyzed_at, = cursor.fetchone()
-        self.inserted += created
-        if self.inserted >= max(self.analyzed_at, BATCH_SIZE):
-            cursor.execute('ANALYZE "%s"' % table)
-            self.analyzed_at += self.inserted
-            self.inserted = 0
 
     def _attach_known(self, force=False):
         """Attach the rows of people already known (their leads exist by
@@ -988,13 +977,32 @@ class Lead(metaclass=PoolMeta):
                 ids.append(database.lastid(cursor))
         checked = _checked_ids.set(frozenset(ids))
         try:
-            # In slices: browsing n records costs Tryton O(n²) checks.
-            for sub_ids in _slices(ids, 100):
-                cls._after_create(sub_ids)
+            cls._after_create_in_bulk(ids)
         finally:
             _checked_ids.reset(checked)
         cls._ModelSQL__check_domain_rule(ids, 'create')
         return ids
+
+    @classmethod
+    def _after_create_in_bulk(cls, ids):
+        """ModelStorage._after_create (validate, check_modification,
+        on_modification, triggers) once for all the rows, on records
+        browsed a hundred at a time: browsing n records costs Tryton O(n²)
+        checks, and calling it per hundred repeated each hook's queries."""
+        Trigger = Pool().get('ir.trigger')
+        transaction = Transaction()
+        check_access = transaction.user and transaction.check_access
+        records = list(chain.from_iterable(
+                cls.browse(sub_ids) for sub_ids in _slices(ids, 100)))
+        with without_check_access():
+            triggers = Trigger.get_triggers(cls.__name__, 'create')
+            cls._validate(records)
+            cls.check_modification('create', records, external=check_access)
+            cls._compute_fields(records)
+            cls.on_modification('create', records)
+            for trigger in triggers:
+                trigger.queue_trigger_action(records)
+            transaction.create_records[cls.__name__].extend(ids)
 
     @staticmethod
     def _create_date(cursor):

@@ -1,6 +1,9 @@
 "Phone, email and rupee formatting, without a database."
+import random
 import unittest
 from decimal import Decimal
+
+import phonenumbers
 
 from kraya_crm.contact import (
     InvalidPhone, format_inr, normalize_email, normalize_phone)
@@ -15,6 +18,21 @@ class NormalizePhoneTestCase(unittest.TestCase):
                 '0091 9876543210', '+919876543210']:
             with self.subTest(written=written):
                 self.assertEqual(normalize_phone(written), '+919876543210')
+
+    def test_number_already_in_e164_is_kept_only_when_valid(self):
+        "The shortcut for E.164 numbers agrees with phonenumbers' check."
+        rng = random.Random(91)
+        for first in '0123456789':
+            for _ in range(300):
+                text = '+91' + first + '%09d' % rng.randrange(10 ** 9)
+                valid = phonenumbers.is_valid_number(
+                    phonenumbers.parse(text, None))
+                with self.subTest(text=text, valid=valid):
+                    if valid:
+                        self.assertEqual(normalize_phone(text), text)
+                    else:
+                        with self.assertRaises(InvalidPhone):
+                            normalize_phone(text)
 
     def test_excel_scientific_notation_is_undone(self):
         self.assertEqual(

@@ -3,7 +3,6 @@ import csv
 import io
 import unittest
 
-from trytond import backend
 from trytond.modules.company.tests import create_company, set_company
 from trytond.pool import Pool
 from trytond.tests.test_tryton import activate_module, with_transaction
@@ -319,19 +318,6 @@ class LeadImportTestCase(unittest.TestCase):
             self.assertIsNotNone(lead.create_date)
             self.assertEqual((lead.status, lead.score, lead.source.code),
                 ('new', 0, 'import'))
-
-    @unittest.skipUnless(backend.name == 'postgresql', "PostgreSQL planner")
-    @with_transaction()
-    def test_import_keeps_the_table_statistics_fresh(self):
-        """Autovacuum cannot see an open import: without fresh statistics
-        PostgreSQL scans the whole lead table for every identity lookup."""
-        cursor = Transaction().connection.cursor()
-        with set_company(create_company()):
-            import_text("Name,Mobile\n" + ''.join(
-                    f'Lead {i},98{i:08d}\n' for i in range(2500)))
-            cursor.execute("SELECT reltuples FROM pg_class "
-                "WHERE oid = 'crm_lead'::regclass")
-            self.assertGreaterEqual(cursor.fetchone()[0], 2000)
 
     @with_transaction()
     def test_wizard_shows_the_summary_and_offers_the_problem_file(self):
