@@ -1,4 +1,5 @@
 """Real signed WhatsApp Cloud API deliveries over HTTP to the running site."""
+import functools
 import json
 import random
 import threading
@@ -34,6 +35,15 @@ def new_wa_id():
     "A WhatsApp id (country code and number, no plus) no lead has yet."
     return '91' + str(random.choice([9, 8, 7])) + '%09d' % random.randrange(
         10 ** 9)
+
+
+def run_together(functions):
+    "Call the functions at once, each in a thread, and wait for them all."
+    threads = [threading.Thread(target=function) for function in functions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def lead_of(manager, wa_id):
@@ -112,13 +122,8 @@ def test_concurrent_duplicate_deliveries_are_stored_once(webhook, manager, settl
     wa_id, message_id = new_wa_id(), wamid()
     payload = inbound(wa_id, message_id=message_id)
     answers = []
-    threads = [threading.Thread(
-            target=lambda: answers.append(webhook.post(payload)[0]))
-        for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_together(
+        [lambda: answers.append(webhook.post(payload)[0])] * 6)
     assert answers == [200] * 6
     settle()
     assert len(messages_of(manager, wa_id)) == 1
@@ -133,12 +138,7 @@ def test_burst_of_deliveries_is_written_batch_after_batch(
     def post(ids):
         for wa_id in ids:
             answers.append(webhook.post(inbound(wa_id))[0])
-    threads = [threading.Thread(target=post, args=(wa_ids[i::6],))
-        for i in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_together([functools.partial(post, wa_ids[i::6]) for i in range(6)])
     assert answers == [200] * 24
     settle()
     assert [len(messages_of(manager, wa_id)) for wa_id in wa_ids] == [1] * 24

@@ -57,10 +57,10 @@ def index_lookups(cursor):
         yield {}
         return
     cursor.execute('SET LOCAL enable_seqscan = off')
-    try:
-        yield {'prepare': False}
-    finally:
-        cursor.execute('RESET enable_seqscan')
+    yield {'prepare': False}
+    # Not on an error: a failed query aborts the transaction, whose end
+    # undoes the SET LOCAL; a RESET would only hide the error behind its own.
+    cursor.execute('RESET enable_seqscan')
 
 
 class Lead(metaclass=PoolMeta):

@@ -564,11 +564,6 @@ def key_text(key):
     return '%s:%s' % key
 
 
-def _slices(items, size):
-    "Lists of at most size items."
-    return [items[i:i + size] for i in range(0, len(items), size)]
-
-
 class ImportSummary:
     "What an import did, or would do in a dry run."
 
@@ -754,8 +749,8 @@ class LeadImport:
         known = Lead._known_identities(set().union(*(
                     keys for _, keys, repeat in batch if not repeat)))
         new = []
-        for values, keys, again in batch:
-            if again:
+        for values, keys, repeat in batch:
+            if repeat:
                 summary.duplicates += 1
                 self.known_rows.append(values)
             elif keys & known:
@@ -993,7 +988,7 @@ class Lead(metaclass=PoolMeta):
         transaction = Transaction()
         check_access = transaction.user and transaction.check_access
         records = list(chain.from_iterable(
-                cls.browse(sub_ids) for sub_ids in _slices(ids, 100)))
+                cls.browse(sub_ids) for sub_ids in grouped_slice(ids, 100)))
         with without_check_access():
             triggers = Trigger.get_triggers(cls.__name__, 'create')
             cls._validate(records)
