@@ -213,6 +213,53 @@ class LeadImportTestCase(unittest.TestCase):
             self.assertEqual((summary.created, summary.matched), (0, 1))
 
     @with_transaction()
+    def test_filled_leads_are_written_as_a_write_would(self):
+        "Audit fields and write hooks: a new WhatsApp number is tried again."
+        Lead = Pool().get('crm.lead')
+        with set_company(create_company()):
+            asha, ravi = Lead.create([
+                    {'name': "Asha", 'phone': '9876543210',
+                        'not_on_whatsapp': True},
+                    {'name': "Ravi", 'phone': '9123456789'}])
+            import_text("Name,Mobile,WhatsApp,City\n"
+                "Asha,9876543210,9988776655,\n"
+                "Ravi,9123456789,,Surat\n")
+            self.assertEqual(
+                (asha.whatsapp, asha.not_on_whatsapp, asha.city),
+                ('+919988776655', False, None))
+            self.assertEqual((ravi.whatsapp, ravi.city), (None, "Surat"))
+            for lead in [asha, ravi]:
+                self.assertEqual(lead.write_uid.id, Transaction().user)
+                self.assertIsNotNone(lead.write_date)
+
+    @with_transaction()
+    def test_parallel_import_gives_what_the_serial_one_gives(self):
+        "Rows sorted in a child process that reads the file, chunk by chunk."
+        rows = ''.join(f"P{i},98{i:08d},{'bad' if i % 500 == 7 else ''}\n"
+            for i in range(4500))
+        text = ("Name,Mobile,Email\n" + rows
+            + "Again,+91 9800000003,again@example.in\n")
+        with set_company(create_company()):
+            fractions = []
+            parallel, parallel_problems = import_text(text, parallel=True,
+                progress=lambda rows, fraction: fractions.append(fraction))
+            imported = [(l.name, l.phone, l.email) for l in leads()]
+            Transaction().rollback()
+        with set_company(create_company()):
+            serial, serial_problems = import_text(text)
+            self.assertEqual(
+                [(l.name, l.phone, l.email) for l in leads()], imported)
+        self.assertEqual(parallel_problems, serial_problems)
+        self.assertEqual(len(parallel_problems), 9)
+        self.assertEqual(parallel_problems[0]['Name'], "P7")
+        self.assertEqual(
+            [(s.rows, s.created, s.duplicates, s.errors)
+                for s in [parallel, serial]],
+            [(4501, 4491, 1, 9)] * 2)
+        self.assertEqual(fractions, sorted(fractions))
+        self.assertEqual(fractions[-1], 1)
+
+    @with_transaction()
     def test_whatsapp_number_matches_an_existing_phone(self):
         Lead = Pool().get('crm.lead')
         with set_company(create_company()):
