@@ -38,7 +38,7 @@ from trytond.tools import grouped_slice
 from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
-from .capture import CAPTURE_FIELDS, identity_keys
+from .capture import CAPTURE_FIELDS, IDENTITY_FIELDS, identity_keys
 from .consent import CONSENT_CHANNELS
 from .contact import InvalidPhone, normalize_email, normalize_phone
 
@@ -205,6 +205,7 @@ class LeadFile:
         self.encoding = None
         self.sheet = None
         self._fraction = None
+        self._row_estimate = None
         head = file.read(8)
         file.seek(0)
         if head.startswith(b'PK\x03\x04'):
@@ -224,6 +225,11 @@ class LeadFile:
     def fraction_done(self):
         "How much of the file has been read, 0 to 1 (None when unknown)."
         return self._fraction() if self._fraction else None
+
+    def estimated_rows(self):
+        """About how many rows the file has, once reading has begun: from
+        the lines of its first 64 KB (CSV) or the sheet's size (XLSX)."""
+        return self._row_estimate or 0
 
     def rows(self):
         if self.kind == 'xlsx':
@@ -254,6 +260,8 @@ class LeadFile:
         sample = self.file.read(SNIFF_BYTES).decode(
             self.encoding, errors='ignore')
         self.file.seek(0)
+        self._row_estimate = self.size * sample.count('\n') // max(
+            min(self.size, SNIFF_BYTES), 1)
         try:
             dialect = csv.Sniffer().sniff(sample, delimiters=',;\t|')
         except csv.Error:
@@ -282,7 +290,7 @@ class LeadFile:
         try:
             sheet = workbook.worksheets[0]
             self.sheet = sheet.title
-            total = sheet.max_row or 0
+            total = self._row_estimate = sheet.max_row or 0
             number = 0
             self._fraction = lambda: min(number / total, 1) if total else None
             for number, values in enumerate(
@@ -458,53 +466,67 @@ def phone_number(text):
 
 class RowSorter:
     """Parses rows and sorts the good ones: for each, the identity keys of
-    its person and whether that person was met earlier in the file. The
-    people met are kept in a private on-disk SQLite database, so that
-    memory stays flat however long the file is. Rows must come in file
-    order, chunk after chunk."""
+    its person, whether that person was met earlier in the file and, when
+    the sorter was given the keys of the people in the database
+    (add_known), whether the database knows them. Keys are kept in a
+    private on-disk SQLite database, so that memory stays flat however
+    long the file is. Rows must come in file order, chunk after chunk."""
 
-    def __init__(self, parser):
+    def __init__(self, parser, knows=False):
+        "knows: whether add_known will be given all the database's keys."
         self.parser = parser
+        self.knows = knows
         # An empty name is a temporary database on disk, removed on close;
         # nothing to recover after a crash, and 16 MB of cache at most.
         self.db = sqlite3.connect('')
         for pragma in ['journal_mode = OFF', 'synchronous = OFF',
                 'cache_size = -16000']:
             self.db.execute('PRAGMA ' + pragma)
-        self.db.execute('CREATE TABLE seen (key TEXT PRIMARY KEY) '
-            'WITHOUT ROWID')
+        for table in ['seen', 'known']:
+            self.db.execute(
+                f'CREATE TABLE {table} (key TEXT PRIMARY KEY) WITHOUT ROWID')
+
+    def add_known(self, texts):
+        "Keys (key_text) of people the database has a lead for."
+        self.db.executemany('INSERT OR IGNORE INTO known VALUES (?)',
+            ((k,) for k in texts))
 
     def sort(self, chunk):
-        """[(values, problems, keys, repeat)] for a chunk of (number,
-        cells): values is None for an empty row; keys and repeat are None
-        for a row with an error that keeps it out."""
+        """[(values, problems, keys, repeat, known)] for a chunk of (number,
+        cells): values is None for an empty row; keys, repeat and known are
+        None for a row with an error that keeps it out, known is None too
+        when the sorter does not know the database's people."""
         results, good = [], []
         for _, cells in chunk:
             if not any(cells):
-                results.append([None, None, None, None])
+                results.append([None] * 5)
                 continue
             values, problems = self.parser.parse(cells)
-            result = [values, problems, None, None]
+            result = [values, problems, None, None, None]
             if not any(fatal for _, _, fatal in problems):
                 result[2] = identity_keys(values)
                 good.append(result)
             results.append(result)
         texts = [{key_text(k) for k in result[2]} for result in good]
-        met = self._seen(set().union(*texts))
+        every = set().union(*texts)
+        met = self._among('seen', every)
+        known = self._among('known', every) if self.knows else None
         for result, keys in zip(good, texts):
             result[3] = bool(keys & met)
+            if known is not None:
+                result[4] = bool(keys & known)
             met |= keys
         self.db.executemany('INSERT OR IGNORE INTO seen VALUES (?)',
-            ((k,) for k in set().union(*texts)))
+            ((k,) for k in every))
         return results
 
-    def _seen(self, keys):
-        "The keys among these met before."
+    def _among(self, table, keys):
+        "The keys among these that the table has."
         found = set()
         for sub in grouped_slice(sorted(keys), 500):
             sub = list(sub)
             found.update(k for k, in self.db.execute(
-                    'SELECT key FROM seen WHERE key IN (%s)'
+                    f'SELECT key FROM {table} WHERE key IN (%s)'
                     % ','.join('?' * len(sub)), sub))
         return found
 
@@ -512,11 +534,14 @@ class RowSorter:
         self.db.close()
 
 
-def sort_rows(parser, rows, size=2000):
-    """(number, cells, values, problems, keys, repeat) for each row, as
-    RowSorter.sort gives them."""
-    sorter = RowSorter(parser)
+def sort_rows(parser, rows, known=None, size=2000):
+    """(number, cells, values, problems, keys, repeat, known) for each
+    row, as RowSorter.sort gives them; `known`: None, or lists of the key
+    texts of all the people in the database."""
+    sorter = RowSorter(parser, knows=known is not None)
     try:
+        for texts in known or []:
+            sorter.add_known(texts)
         for chunk in _slices_of(rows, size):
             yield from _joined(chunk, sorter.sort(chunk))
     finally:
@@ -536,16 +561,27 @@ class ChildSorter:
     how far the child has read. The caller must not read `rows` itself:
     the child, forked, goes on with the caller's copy of the file."""
 
-    def __init__(self, parser, lead_file, rows, size=2000, ahead=3):
-        self.args = (parser, lead_file, rows, size)
+    def __init__(self, parser, lead_file, rows, known=None, size=2000,
+            ahead=3):
+        self.args = (parser, lead_file, rows, known is not None, size)
+        self.known = known
         self.ahead = ahead
         self.fraction = None
 
     def __iter__(self):
         context = multiprocessing.get_context('fork')
         with context.Pool(1, _start_child, self.args) as pool:
-            # A pool of one takes the requests in order: each reads the
-            # next chunk. An empty answer means the file has ended.
+            # A pool of one takes the requests in order: the known keys
+            # first, a few lists at a time (memory stays flat), then each
+            # request reads the next chunk. An empty answer means the file
+            # has ended.
+            waiting = collections.deque()
+            for texts in self.known or []:
+                waiting.append(pool.apply_async(_add_known, (texts,)))
+                if len(waiting) > self.ahead:
+                    waiting.popleft().get()
+            for added in waiting:
+                added.get()
             waiting = collections.deque(
                 pool.apply_async(_sort_next_chunk) for _ in range(self.ahead))
             while True:
@@ -562,18 +598,26 @@ class ChildSorter:
 _child = None
 
 
-def _start_child(parser, lead_file, rows, size):
+def _start_child(parser, lead_file, rows, knows, size):
     global _child
-    _child = (RowSorter(parser), lead_file, _slices_of(rows, size))
+    _child = (RowSorter(parser, knows=knows), lead_file,
+        _slices_of(rows, size))
+
+
+def _add_known(texts):
+    sorter, _, _ = _child
+    sorter.add_known(texts)
 
 
 def _sort_next_chunk():
     sorter, lead_file, chunks = _child
     chunk = next(chunks, [])
-    results = [(number, cells if problems else None, values, problems,
-            keys, repeat)
-        for number, cells, values, problems, keys, repeat in _joined(
-            chunk, sorter.sort(chunk))]
+    results = []
+    for (number, cells), (values, problems, *rest) in zip(
+            chunk, sorter.sort(chunk)):
+        # The cells go back only for the report of the row's problems.
+        results.append(
+            (number, cells if problems else None, values, problems, *rest))
     return results, lead_file.fraction_done()
 
 
@@ -737,14 +781,17 @@ class LeadImport:
         summary.ignored = columns.ignored
         parser = RowParser(
             columns, StateLookup(self.Lead._import_subdivisions()))
+        everyone = self.Lead._identity_texts() if self._reads_every_lead(
+            lead_file) else None
         if self.parallel:
-            sorted_rows = ChildSorter(parser, lead_file, rows)
+            sorted_rows = ChildSorter(parser, lead_file, rows, everyone)
             fraction_done = sorted_rows.fraction_done
         else:
-            sorted_rows = sort_rows(parser, rows)
+            sorted_rows = sort_rows(parser, rows, everyone)
             fraction_done = lead_file.fraction_done
         batch = []
-        for number, cells, values, problems, keys, repeat in sorted_rows:
+        for number, cells, values, problems, keys, repeat, known in (
+                sorted_rows):
             if values is None:
                 summary.empty += 1
                 continue
@@ -757,7 +804,7 @@ class LeadImport:
                 continue
             if problems:
                 summary.warnings += 1
-            batch.append((values, keys, repeat))
+            batch.append((values, keys, repeat, known))
             if len(batch) >= self.batch_size:
                 self._import_batch(batch)
                 batch = []
@@ -768,20 +815,29 @@ class LeadImport:
         if self.progress:
             self.progress(summary.rows, 1)
 
+    def _reads_every_lead(self, lead_file):
+        """Whether to read the keys of every lead once, and let the sorter
+        tell the people the database knows, rather than look up the people
+        of each batch: when the file has more rows than there are leads.
+        A lookup costs the database three index probes a row."""
+        return self.Lead.estimated_count() <= lead_file.estimated_rows()
+
     def _import_batch(self, batch):
-        """Sort a batch of (values, keys, repeat) into new people, repeats
-        in the file and known people."""
+        """Sort a batch of (values, keys, repeat, known) into new people,
+        repeats in the file and known people; known is None when the
+        sorter does not know the database's people: they are looked up."""
         Lead, summary = self.Lead, self.summary
         if not batch:
             return
-        known = Lead._known_identities(set().union(*(
-                    keys for _, keys, repeat in batch if not repeat)))
+        lookup = set().union(*(keys for _, keys, repeat, known in batch
+                if not repeat and known is None))
+        found = Lead._known_identities(lookup) if lookup else set()
         new = []
-        for values, keys, repeat in batch:
+        for values, keys, repeat, known in batch:
             if repeat:
                 summary.duplicates += 1
                 self.known_rows.append(values)
-            elif keys & known:
+            elif known or keys & found:
                 summary.matched += 1
                 self.known_rows.append(values)
             else:
@@ -864,6 +920,27 @@ class Lead(metaclass=PoolMeta):
         Subdivision = Pool().get('country.subdivision')
         return [(s.id, s.code, s.name) for s in Subdivision.search([
                     ('country.code', '=', 'IN'), ('parent', '=', None)])]
+
+    @classmethod
+    def _identity_texts(cls, size=10000):
+        """Lists of the key texts (key_text) of all the active leads, read
+        a few thousand leads at a time in the order of their ids."""
+        table = cls.__table__()
+        cursor = Transaction().connection.cursor()
+        last = 0
+        while True:
+            where = table.id > last
+            if 'active' in cls._fields:
+                where &= table.active
+            cursor.execute(*table.select(table.id,
+                    *(Column(table, n) for n in IDENTITY_FIELDS),
+                    where=where, order_by=[table.id.asc], limit=size))
+            rows = cursor.fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [key_text(k) for _, *row in rows
+                for k in identity_keys(dict(zip(IDENTITY_FIELDS, row)))]
 
     @classmethod
     def _known_identities(cls, keys):

@@ -8,7 +8,8 @@ from trytond.pool import Pool
 from trytond.tests.test_tryton import activate_module, with_transaction
 from trytond.transaction import Transaction
 
-from ..lead_import import ColumnMap, LeadImportError, ProblemReport
+from ..lead_import import (
+    ColumnMap, LeadFile, LeadImport, LeadImportError, ProblemReport)
 
 STATES = [
     ('IN-MH', "Maharashtra"), ('IN-GJ', "Gujarat"), ('IN-OD', "Odisha"),
@@ -258,6 +259,27 @@ class LeadImportTestCase(unittest.TestCase):
             [(4501, 4491, 1, 9)] * 2)
         self.assertEqual(fractions, sorted(fractions))
         self.assertEqual(fractions[-1], 1)
+
+    @with_transaction()
+    def test_known_people_found_by_lookup_or_by_reading_every_lead(self):
+        "Few rows against many leads: looked up; else every lead is read."
+        Lead = Pool().get('crm.lead')
+        with set_company(create_company()):
+            Lead.create([{'name': f"P{i}", 'phone': f'98{i:08d}'}
+                    for i in range(20)]
+                + [{'name': "Asha", 'email': 'asha@example.in'}])
+            Lead._count_cache.clear()
+            few = "Name,Mobile,Email\nP3,+91 9800000003,\nNew,9123456789,\n"
+            many = (few + ''.join(f"Q{i},97{i:08d},\n" for i in range(40))
+                + "A,,ASHA@example.in\n")
+            for text, reads_every_lead, counts in [
+                    (few, False, (1, 1)), (many, True, (2, 41))]:
+                lead_file = LeadFile(io.BytesIO(text.encode()))
+                next(lead_file.rows())
+                self.assertEqual(LeadImport(Lead)._reads_every_lead(
+                        lead_file), reads_every_lead)
+                summary, _ = import_text(text, dry_run=True)
+                self.assertEqual((summary.matched, summary.created), counts)
 
     @with_transaction()
     def test_whatsapp_number_matches_an_existing_phone(self):
