@@ -24,7 +24,8 @@ import unicodedata
 from decimal import Decimal
 from itertools import chain, islice
 
-from sql import Column, Select
+from sql import Column, Literal, Select
+from sql.aggregate import Count
 from sql.functions import CurrentTimestamp
 
 from trytond import backend
@@ -818,9 +819,9 @@ class LeadImport:
     def _reads_every_lead(self, lead_file):
         """Whether to read the keys of every lead once, and let the sorter
         tell the people the database knows, rather than look up the people
-        of each batch: when the file has more rows than there are leads.
-        A lookup costs the database three index probes a row."""
-        return self.Lead.estimated_count() <= lead_file.estimated_rows()
+        of each batch: when the file has as many rows as there are leads,
+        or more. A lookup costs the database three index probes a row."""
+        return not self.Lead._leads_more_than(lead_file.estimated_rows())
 
     def _import_batch(self, batch):
         """Sort a batch of (values, keys, repeat, known) into new people,
@@ -920,6 +921,18 @@ class Lead(metaclass=PoolMeta):
         Subdivision = Pool().get('country.subdivision')
         return [(s.id, s.code, s.name) for s in Subdivision.search([
                     ('country.code', '=', 'IN'), ('parent', '=', None)])]
+
+    @classmethod
+    def _leads_more_than(cls, count):
+        """Whether there are more than count active leads, counted exactly
+        (the estimate of PostgreSQL's statistics misses an open transaction's
+        leads) but no further than count + 1."""
+        table = cls.__table__()
+        cursor = Transaction().connection.cursor()
+        where = table.active if 'active' in cls._fields else Literal(True)
+        cursor.execute(*table.select(table.id, where=where,
+                limit=count + 1).select(Count()))
+        return cursor.fetchone()[0] > count
 
     @classmethod
     def _identity_texts(cls, size=10000):
