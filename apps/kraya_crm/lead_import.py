@@ -24,7 +24,7 @@ import unicodedata
 from decimal import Decimal
 from itertools import chain, islice
 
-from sql import Column, Literal, Select
+from sql import Column, Select
 from sql.aggregate import Count
 from sql.functions import CurrentTimestamp
 
@@ -929,7 +929,7 @@ class Lead(metaclass=PoolMeta):
         leads) but no further than count + 1."""
         table = cls.__table__()
         cursor = Transaction().connection.cursor()
-        where = table.active if 'active' in cls._fields else Literal(True)
+        where = table.active if 'active' in cls._fields else None
         cursor.execute(*table.select(table.id, where=where,
                 limit=count + 1).select(Count()))
         return cursor.fetchone()[0] > count
@@ -937,7 +937,7 @@ class Lead(metaclass=PoolMeta):
     @classmethod
     def _identity_texts(cls, size=10000):
         """Lists of the key texts (key_text) of all the active leads, read
-        a few thousand leads at a time in the order of their ids."""
+        `size` leads at a time in the order of their ids."""
         table = cls.__table__()
         cursor = Transaction().connection.cursor()
         last = 0
