@@ -43,8 +43,8 @@ from .capture import CAPTURE_FIELDS, IDENTITY_FIELDS, identity_keys
 from .consent import CONSENT_CHANNELS
 from .contact import InvalidPhone, normalize_email, normalize_phone
 
-# Rows matched and inserted at once: one query for the people in the
-# database, one insert.
+# Rows matched and inserted at once: one insert, and one query for the
+# people in the database unless the importer read all their keys at start.
 BATCH_SIZE = 1000
 # Rows of people already known attached at once (one query, one write).
 KNOWN_SIZE = 500
@@ -613,12 +613,10 @@ def _add_known(texts):
 def _sort_next_chunk():
     sorter, lead_file, chunks = _child
     chunk = next(chunks, [])
-    results = []
-    for (number, cells), (values, problems, *rest) in zip(
-            chunk, sorter.sort(chunk)):
-        # The cells go back only for the report of the row's problems.
-        results.append(
-            (number, cells if problems else None, values, problems, *rest))
+    # The cells go back only for the report of the row's problems.
+    results = [(number, cells if problems else None, values, problems, *rest)
+        for number, cells, values, problems, *rest in _joined(
+            chunk, sorter.sort(chunk))]
     return results, lead_file.fraction_done()
 
 
@@ -736,10 +734,11 @@ def roomy_sqlite_cache():
 class LeadImport:
     """One run of the importer over a file: rows are checked one by one
     and sorted (RowSorter, in a child process for ./crm import), then
-    handled in batches. A batch costs one indexed query for the people
-    already in the database and one bulk insert of the new people; the
-    rows of people already known are attached to their leads (filling
-    empty fields only) a few hundred at a time."""
+    handled in batches. A batch costs one bulk insert of the new people
+    and, unless the keys of every lead were read once at the start, one
+    indexed query for the people already in the database; the rows of
+    people already known are attached to their leads (filling empty
+    fields only) a few hundred at a time."""
 
     def __init__(self, Lead, source=None, dry_run=False,
             consent_channel=None, consent_basis=None, report=None,
@@ -923,14 +922,21 @@ class Lead(metaclass=PoolMeta):
                     ('country.code', '=', 'IN'), ('parent', '=', None)])]
 
     @classmethod
+    def _of_active_leads(cls, table, where=None):
+        "The condition, for the active leads only (identities are theirs)."
+        if 'active' not in cls._fields:
+            return where
+        return table.active if where is None else where & table.active
+
+    @classmethod
     def _leads_more_than(cls, count):
         """Whether there are more than count active leads, counted exactly
         (the estimate of PostgreSQL's statistics misses an open transaction's
         leads) but no further than count + 1."""
         table = cls.__table__()
         cursor = Transaction().connection.cursor()
-        where = table.active if 'active' in cls._fields else None
-        cursor.execute(*table.select(table.id, where=where,
+        cursor.execute(*table.select(table.id,
+                where=cls._of_active_leads(table),
                 limit=count + 1).select(Count()))
         return cursor.fetchone()[0] > count
 
@@ -942,12 +948,10 @@ class Lead(metaclass=PoolMeta):
         cursor = Transaction().connection.cursor()
         last = 0
         while True:
-            where = table.id > last
-            if 'active' in cls._fields:
-                where &= table.active
             cursor.execute(*table.select(table.id,
                     *(Column(table, n) for n in IDENTITY_FIELDS),
-                    where=where, order_by=[table.id.asc], limit=size))
+                    where=cls._of_active_leads(table, table.id > last),
+                    order_by=[table.id.asc], limit=size))
             rows = cursor.fetchall()
             if not rows:
                 return
@@ -959,7 +963,7 @@ class Lead(metaclass=PoolMeta):
     def _known_identities(cls, keys):
         "The keys among these that an active lead already has."
         found = set()
-        for lead in cls._identity_rows(keys, ['phone', 'whatsapp', 'email']):
+        for lead in cls._identity_rows(keys, IDENTITY_FIELDS):
             found |= identity_keys(lead)
         return found & set(keys)
 
