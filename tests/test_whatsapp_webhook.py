@@ -1,7 +1,10 @@
 """Real signed WhatsApp Cloud API deliveries over HTTP to the running site."""
+import contextlib
 import functools
 import json
+import os
 import random
+import signal
 import threading
 import urllib.parse
 
@@ -236,3 +239,51 @@ def test_manager_can_set_a_dead_letter_aside(webhook, manager):
     manager.model('crm.dead_letter', 'ignore', [letter])
     letter, = manager.model('crm.dead_letter', 'read', [letter], ['state'])
     assert letter['state'] == 'ignored'
+
+
+@contextlib.contextmanager
+def worker_paused(crm_site):
+    """The site's queue worker stopped (SIGSTOP) and resumed on leaving, so
+    that what is posted meanwhile waits for it in one batch."""
+    worker = crm_site.processes[1]
+    os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+
+
+def dead_letters_about(manager, text):
+    return manager.model('crm.dead_letter', 'search_read',
+        [('endpoint', '=', 'whatsapp'), ('body', 'like', f'%{text}%')],
+        0, None, None, ['reason'])
+
+
+def test_bad_delivery_becomes_one_dead_letter_and_its_batch_is_written(
+        crm_site, webhook, manager, settle):
+    "A batch (4 here): a sender that is no phone number, then three leads."
+    bad_sender = 'abc' + str(random.randrange(10 ** 9))
+    good = [new_wa_id() for _ in range(3)]
+    with worker_paused(crm_site):
+        assert webhook.post(inbound(bad_sender))[0] == 200
+        for wa_id in good:
+            assert webhook.post(inbound(wa_id))[0] == 200
+    settle()
+    assert [len(lead_of(manager, wa_id)) for wa_id in good] == [1, 1, 1]
+    letter, = dead_letters_about(manager, bad_sender)
+    assert 'not a valid phone number' in letter['reason']
+    assert manager.model('crm.dead_letter', 'search_count',
+        [('reason', 'like', '%locked%')]) == 0
+
+
+def test_bad_delivery_amid_good_ones_spares_those_before_and_after(
+        crm_site, webhook, manager, settle):
+    bad_sender = 'xyz' + str(random.randrange(10 ** 9))
+    before, after = new_wa_id(), new_wa_id()
+    with worker_paused(crm_site):
+        for sender in [before, bad_sender, after]:
+            assert webhook.post(inbound(sender))[0] == 200
+    settle()
+    assert (len(lead_of(manager, before)), len(lead_of(manager, after))) \
+        == (1, 1)
+    assert len(dead_letters_about(manager, bad_sender)) == 1

@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import json
 import logging
-import sys
 import threading
 import time
 from contextlib import nullcontext
@@ -30,6 +29,7 @@ from trytond.protocols.wrappers import HTTPStatus, Response, with_pool
 from trytond.transaction import Transaction
 from trytond.wsgi import app
 
+from .batch import run_in_batches
 from .capture import capture_company
 from .consent import is_stop_request
 from .http import RateLimiter, client_ip, json_response, read_body, setting
@@ -336,41 +336,22 @@ class Inbox(ModelSQL, ModelView):
     def process_pending(cls, _=None, batch_size=None):
         """Write every pending delivery in batches, oldest first (the queue
         and the cron call it; a task with nothing pending is a no-op). A
-        batch that fails is retried one delivery at a time so that only the
-        bad one becomes a dead letter."""
-        pool = Pool()
-        WhatsApp = pool.get('crm.whatsapp.webhook')
-        batch_size = batch_size or setting('whatsapp_batch_size', 500)
-        while True:
-            rows = cls._take_pending(batch_size)
-            if not rows:
-                return
-            deliveries = [(row, WhatsApp.parse(row.body.encode()))
-                for row in rows]
-            try:
-                with Transaction().new_transaction() as transaction:
-                    WhatsApp.process(Delivery.combine(
-                            [d for _, d in deliveries]))
-                    transaction.commit()
-            except Exception:
-                if len(rows) == 1:
-                    raise
-                for row, delivery in deliveries:
-                    cls._process_alone(row, delivery)
-            cls.write(rows, {'processed_at': utcnow()})
-            # SQLite has one writer: holding this write would lock out the
-            # next batch's own transaction.
-            Transaction().commit()
-            if len(rows) < batch_size:
-                return
+        delivery that cannot be written becomes a dead letter and the rest
+        of its batch is written all the same (batch.py)."""
+        run_in_batches(cls._take_pending, cls._write_deliveries,
+            cls._keep_as_dead_letter,
+            batch_size or setting('whatsapp_batch_size', 500))
 
     @classmethod
-    def _take_pending(cls, limit):
+    def _take_pending(cls, limit, ids=None):
         "Lock and return pending rows another worker has not taken."
         transaction = Transaction()
         database = transaction.database
         table = cls.__table__()
-        query = table.select(table.id, where=table.processed_at == Null,
+        where = table.processed_at == Null
+        if ids is not None:
+            where &= table.id.in_(ids)
+        query = table.select(table.id, where=where,
             order_by=[table.id.asc], limit=limit)
         if database.has_select_for():
             query.for_ = database.get_select_for_skip_locked()('UPDATE')
@@ -379,28 +360,19 @@ class Inbox(ModelSQL, ModelView):
         return cls.browse([i for i, in cursor])
 
     @classmethod
-    def _process_alone(cls, row, delivery, tries=2):
-        """Process one delivery; a wamid stored meanwhile by another worker
-        fails the first try and is known on the second."""
-        pool = Pool()
-        WhatsApp = pool.get('crm.whatsapp.webhook')
-        DeadLetter = pool.get('crm.dead_letter')
-        for attempt in range(1, tries + 1):
-            try:
-                with Transaction().new_transaction() as transaction:
-                    WhatsApp.process(delivery)
-                    transaction.commit()
-                return
-            except backend.DatabaseIntegrityError:
-                if attempt < tries:
-                    continue
-                exception = sys.exc_info()[1]
-            except Exception as error:
-                exception = error
-            logger.error("WhatsApp delivery %s failed: %s", row.id, exception)
-            DeadLetter.keep(ENDPOINT, f"processing failed: {exception}",
-                row.body)
-            return
+    def _write_deliveries(cls, rows):
+        "Write the messages and statuses of the rows and mark them processed."
+        WhatsApp = Pool().get('crm.whatsapp.webhook')
+        WhatsApp.process(Delivery.combine(
+                [WhatsApp.parse(row.body.encode()) for row in rows]))
+        cls.write(rows, {'processed_at': utcnow()})
+
+    @classmethod
+    def _keep_as_dead_letter(cls, row, exception):
+        DeadLetter = Pool().get('crm.dead_letter')
+        logger.error("WhatsApp delivery %s failed: %s", row.id, exception)
+        DeadLetter.keep(ENDPOINT, f"processing failed: {exception}", row.body)
+        cls.write([row], {'processed_at': utcnow()})
 
 
 class Cron(metaclass=PoolMeta):

@@ -1,0 +1,76 @@
+"""Work done in batches (WhatsApp deliveries waiting in the inbox): one bad
+item never holds up the good ones beside it.
+
+- Each batch is taken, written and marked done in a transaction of its
+  own; the caller's transaction writes nothing. On SQLite a write there
+  would hold the database's only write lock against every batch after it.
+- A batch that fails because of what it holds is written again item by
+  item, each in its own transaction, so that only the item that fails
+  alone is set aside (for the inbox: kept as a dead letter).
+- A database error (a lock, a lost connection) is not the items' fault:
+  it is raised, the items stay to be done, and the task is retried."""
+import logging
+
+from trytond import backend
+from trytond.transaction import Transaction
+
+logger = logging.getLogger(__name__)
+
+
+def is_transient(exception):
+    "An error that says nothing of the items: trying again may succeed."
+    return isinstance(exception, backend.DatabaseOperationalError)
+
+
+def run_in_batches(take, write, set_aside, batch_size, tries_alone=2):
+    """Do every item `take` finds, batch after batch.
+
+    take(limit, ids=None) locks and returns up to `limit` items still to
+    do (only those among `ids` when given); write(items) does them and
+    marks them done; set_aside(item, exception) records one that cannot
+    be done and marks it done too. An item that fails alone is tried
+    `tries_alone` times before it is set aside: another worker storing
+    the same thing at once fails the first try on a unique key."""
+    while True:
+        with Transaction().new_transaction() as transaction:
+            items = take(batch_size)
+            ids = [item.id for item in items]
+            failure = _written(transaction, write, items)
+        if failure is not None:
+            logger.info("batch of %s failed (%s): item by item",
+                len(ids), failure)
+            for item_id in ids:
+                _write_alone(take, write, set_aside, item_id, tries_alone)
+        if len(ids) < batch_size:
+            return
+
+
+def _written(transaction, write, items):
+    """Write the items in this transaction; the exception they caused, if
+    any, after rolling it back. Transient errors are raised."""
+    if not items:
+        return None
+    try:
+        write(items)
+    except Exception as exception:
+        if is_transient(exception):
+            raise
+        transaction.rollback()
+        return exception
+    return None
+
+
+def _write_alone(take, write, set_aside, item_id, tries):
+    for _ in range(tries):
+        with Transaction().new_transaction() as transaction:
+            items = take(1, ids=[item_id])
+            if not items:
+                # Done or set aside meanwhile by another worker.
+                return
+            failure = _written(transaction, write, items)
+        if failure is None:
+            return
+    with Transaction().new_transaction():
+        items = take(1, ids=[item_id])
+        if items:
+            set_aside(items[0], failure)
