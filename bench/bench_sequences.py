@@ -276,20 +276,6 @@ def build_data(database, user_id, context, args):
         'sequence': sequence.id, 'step': first_step.id}
 
 
-def due_query(now, limit):
-    "Enrollment.due's query, as it builds it."
-    from trytond.pool import Pool
-    from trytond.transaction import Transaction
-    transaction = Transaction()
-    table = Pool().get('crm.enrollment').__table__()
-    query = table.select(table.id, where=table.next_run_at <= now,
-        order_by=[table.next_run_at.asc], limit=limit)
-    if transaction.database.has_select_for():
-        query.for_ = transaction.database.get_select_for_skip_locked()(
-            'UPDATE')
-    return query
-
-
 def explain(query):
     "The plan of a python-sql query: EXPLAIN ANALYZE, or SQLite's plan."
     from trytond.transaction import Transaction
@@ -310,7 +296,9 @@ def time_raw(database, user_id, context, args):
     from trytond.pool import Pool
     from trytond.transaction import Transaction
     from kraya_crm.message import utcnow
-    Step = Pool(database).get('crm.sequence.step')
+    pool = Pool(database)
+    Enrollment = pool.get('crm.enrollment')
+    Step = pool.get('crm.sequence.step')
     with Transaction().start(database, user_id, context=context) \
             as transaction:
         step = Step(args.step)
@@ -319,7 +307,7 @@ def time_raw(database, user_id, context, args):
         next_step = following[0].id if following else None
         bulk = Bulk(transaction)
         now = utcnow()
-        plan = explain(due_query(now, BATCH_SIZE))
+        plan = explain(Enrollment.due_query(now, BATCH_SIZE))
         transaction.rollback()
         columns = ['lead', 'enrollment', 'step', 'direction', 'channel',
             'kind', 'status', 'address', 'template_name',

@@ -190,19 +190,24 @@ class Enrollment(Workflow, ModelSQL, ModelView):
         return to_create
 
     @classmethod
-    def due(cls, now, limit):
-        """The enrollments due at `now`, oldest first, read through the
-        index on next_run_at; on PostgreSQL rows another cron holds are
-        skipped."""
-        transaction = Transaction()
+    def due_query(cls, now, limit):
+        """The query of the ids of the enrollments due at `now`, oldest
+        first, through the index on next_run_at; on PostgreSQL it skips
+        the rows another cron holds. The engine, its test of the plan and
+        the benchmark all run this one."""
+        database = Transaction().database
         table = cls.__table__()
         query = table.select(table.id, where=table.next_run_at <= now,
             order_by=[table.next_run_at.asc], limit=limit)
-        if transaction.database.has_select_for():
-            query.for_ = transaction.database.get_select_for_skip_locked()(
-                'UPDATE')
-        cursor = transaction.connection.cursor()
-        cursor.execute(*query)
+        if database.has_select_for():
+            query.for_ = database.get_select_for_skip_locked()('UPDATE')
+        return query
+
+    @classmethod
+    def due(cls, now, limit):
+        "The enrollments due at `now`, oldest first (see due_query)."
+        cursor = Transaction().connection.cursor()
+        cursor.execute(*cls.due_query(now, limit))
         return cls.browse([i for i, in cursor])
 
     @classmethod

@@ -167,12 +167,8 @@ class SequenceTestCase(unittest.TestCase):
 
     @with_transaction()
     def test_due_enrollments_are_read_through_the_index(self):
-        pool = Pool()
-        Enrollment = pool.get('crm.enrollment')
-        table = Enrollment.__table__()
-        query, params = tuple(table.select(table.id,
-                where=table.next_run_at <= utcnow(),
-                order_by=[table.next_run_at.asc], limit=100))
+        Enrollment = Pool().get('crm.enrollment')
+        query, params = tuple(Enrollment.due_query(utcnow(), 100))
         self.assertEqual(full_scans(query, params, 'crm_enrollment'), [])
 
     @with_transaction()
