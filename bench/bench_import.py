@@ -124,8 +124,8 @@ def worker(args):
         if args.rolled_back:
             summary = import_rolled_back(site, path)
         else:
-            summary, _ = run_import(
-                site, path, 'import', dry_run=args.dry_run)
+            summary = run_import(
+                site, path, 'import', dry_run=args.dry_run).summary
         result = {'seconds': summary.seconds,
             'command_seconds': time.perf_counter() - start,
             'rows': summary.rows,

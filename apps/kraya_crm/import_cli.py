@@ -4,8 +4,16 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from .sites import Site, SiteError
+
+class ImportRun(NamedTuple):
+    "What ./crm import did: the summary, its text, the problems' file."
+    summary: object  # lead_import.ImportSummary
+    text: str
+    report_path: Path  # None when every row was fine
+
 
 # The paths a site's processes get from ./crm (see Site.environ).
 SITE_PATHS = ['KRAYA_ROOT', 'TRYTOND_DATABASE__PATH', 'TRYTOND_WEB__ROOT']
@@ -19,14 +27,14 @@ def cmd_import(args):
     path = Path(args.file)
     if not path.is_file():
         raise SiteError(f'no file {path}')
-    summary, report_path = run_import(
+    run = run_import(
         site, path, args.source, dry_run=args.dry_run,
         consent_basis=args.consent_basis,
         consent_channel=args.consent_channel, login=args.user,
         progress=ProgressBar(sys.stderr))
-    print(summary.text())
-    if report_path:
-        print(f'Problems, row by row: {report_path}')
+    print(run.text)
+    if run.report_path:
+        print(f'Problems, row by row: {run.report_path}')
 
 
 def site_named(name):
@@ -57,8 +65,7 @@ def use_site(site):
 def run_import(site, path, source, dry_run=False, consent_basis=None,
         consent_channel=None, login='admin', progress=None):
     """Import the file into the site's database and commit (unless a dry
-    run). Return the summary and the path of the problem report (None when
-    every row was fine)."""
+    run). Returns an ImportRun."""
     use_site(site)
     from trytond.exceptions import UserError
     from trytond.pool import Pool
@@ -81,6 +88,8 @@ def run_import(site, path, source, dry_run=False, consent_basis=None,
                 file, path.name, source=source, dry_run=dry_run,
                 consent_channel=consent_channel, consent_basis=consent_basis,
                 report=report, progress=progress, parallel=True)
+            # In the site's language, which needs the transaction.
+            text = summary.text()
             if dry_run:
                 transaction.rollback()
             else:
@@ -97,7 +106,7 @@ def run_import(site, path, source, dry_run=False, consent_basis=None,
     if not report.count:
         report_path.unlink()
         report_path = None
-    return summary, report_path
+    return ImportRun(summary, text, report_path)
 
 
 def user_context(login):

@@ -106,10 +106,10 @@ class LeadImport:
                 summary.empty += 1
                 continue
             summary.rows += 1
-            for field, reason, fatal in problems:
-                self.report.add(number, columns.title(field), reason, fatal,
-                    columns.header, cells)
-            if any(fatal for _, _, fatal in problems):
+            for problem in problems:
+                self.report.add(number, columns.title(problem.field),
+                    problem.text(), problem.fatal, columns.header, cells)
+            if any(problem.fatal for problem in problems):
                 summary.errors += 1
                 continue
             if problems:

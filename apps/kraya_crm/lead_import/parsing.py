@@ -1,6 +1,12 @@
-"""A row's cells to a lead's values, or what is wrong with the row."""
+"""A row's cells to a lead's values, or what is wrong with the row. The
+parser may run in a child process, which must not touch the database: a
+problem says which message tells it (Problem.text, in message.xml), and the
+importer writes that text in the parent."""
 import re
 from decimal import Decimal
+from typing import NamedTuple
+
+from trytond.i18n import gettext
 
 from ..capture import identity_keys
 from ..contact import InvalidPhone, normalize_email, normalize_phone
@@ -12,6 +18,25 @@ SCIENTIFIC = re.compile(r'^\+?(\d)(?:\.(\d+))?[eE]\+?(\d+)$')
 DECIMAL_ZERO = re.compile(r'^(\+?\d+)\.0+$')
 
 
+class Problem(NamedTuple):
+    "What is wrong with a value of a row; fatal keeps the row out."
+    field: str
+    message: str  # the id of its text in message.xml, without the module
+    params: dict
+    fatal: bool
+
+    def text(self):
+        return gettext(f'kraya_crm.{self.message}', **self.params)
+
+
+class BadPhone(ValueError):
+    "A cell that is no phone number: the message and params of its Problem."
+
+    def __init__(self, message, **params):
+        super().__init__(message)
+        self.message, self.params = message, params
+
+
 class RowParser:
     "Turns a row's cells into lead values, or says what is wrong with it."
 
@@ -20,8 +45,8 @@ class RowParser:
         self.states = states
 
     def parse(self, cells):
-        """Return (values, problems): problems are (field, reason, fatal);
-        a fatal problem keeps the row out, another drops only the value."""
+        """Return (values, problems), problems a list of Problem: a fatal
+        one keeps the row out, another drops only the value."""
         given = self.columns.cells_of(cells)
         values, problems = {}, []
         name = given.get('name') or ' '.join(filter(None, [
@@ -38,8 +63,8 @@ class RowParser:
                 continue
             try:
                 values[field] = phone_number(text)
-            except InvalidPhone as exception:
-                problems.append((field, str(exception), True))
+            except BadPhone as bad:
+                problems.append(Problem(field, bad.message, bad.params, True))
         if 'whatsapp' in values and values['whatsapp'] == values.get('phone'):
             del values['whatsapp']
         if text := given.get('email'):
@@ -47,28 +72,27 @@ class RowParser:
             if EMAIL.match(email):
                 values['email'] = email
             else:
-                problems.append(
-                    ('email', f"not an email address: {text!r}", True))
+                problems.append(Problem('email', 'msg_import_not_email',
+                        {'value': text}, True))
         if text := given.get('state'):
             subdivision = self.states.get(text)
             if subdivision:
                 values['subdivision'] = subdivision
             else:
-                problems.append(('state',
-                        f"not an Indian state or union territory: {text!r}; "
-                        "imported without a state", False))
+                problems.append(Problem('state', 'msg_import_not_state',
+                        {'value': text}, False))
         if not problems and not identity_keys(values):
             field = next((f for f in ('phone', 'email', 'whatsapp')
                     if f in self.columns.index), 'phone')
-            problems.append((field, "no phone, WhatsApp number or email: "
-                    "nobody could reach this lead", True))
+            problems.append(
+                Problem(field, 'msg_import_unreachable', {}, True))
         return values, problems
 
 
 def phone_number(text):
     """The phone number in E.164. Undoes what Excel does to long numbers
     (9.19876543210E+11, 919876543210.0) and refuses the ones whose digits
-    Excel rounded away (9.19877E+11)."""
+    Excel rounded away (9.19877E+11). Raises BadPhone."""
     text = text.strip()
     if '.' not in text:
         pass
@@ -78,14 +102,12 @@ def phone_number(text):
         first, rest, exponent = match.groups()
         digits = 1 + len(rest or '')
         if digits < int(exponent) + 1:
-            raise InvalidPhone(f"Excel rounded this number to {text}: "
-                "format the column as Text and export it again")
+            raise BadPhone('msg_import_phone_rounded', value=text)
         text = '%d' % Decimal(text.lstrip('+'))
     try:
         phone = normalize_phone(text)
     except InvalidPhone:
         phone = None
     if phone is None:
-        raise InvalidPhone(f"not a valid phone number: {text!r} (give 10 "
-            "digits for India, or + and the country code)")
+        raise BadPhone('msg_import_not_phone', value=text)
     return phone

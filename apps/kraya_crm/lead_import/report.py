@@ -2,6 +2,9 @@
 row number, column and cells."""
 import csv
 
+from trytond.i18n import gettext
+
+
 class ImportSummary:
     "What an import did, or would do in a dry run."
 
@@ -25,27 +28,31 @@ class ImportSummary:
         return self.rows / self.seconds if self.seconds else 0
 
     def text(self):
-        would = self.dry_run
+        "The summary the desk and ./crm import show, a line a count."
+        would = '_would' if self.dry_run else ''
+
+        def line(name, count=None, **params):
+            if count is not None:
+                params['count'] = f'{count:>9,}'
+            return gettext(f'kraya_crm.msg_import_summary_{name}', **params)
+        read = line('read', rows=f'{self.rows:,}',
+            filename=self.filename or gettext(
+                'kraya_crm.msg_import_summary_the_file'),
+            seconds=f'{self.seconds:.1f}')
         lines = [
-            f"{'Dry run: nothing was saved. ' if would else ''}"
-            f"Read {self.rows:,} rows from {self.filename or 'the file'} "
-            f"in {self.seconds:.1f} s.",
-            f"{self.created:>9,} new leads"
-            + (" would be created" if would else " created"),
-            f"{self.matched:>9,} rows"
-            + (" would attach" if would else " attached")
-            + " to existing leads (same phone, WhatsApp or email)",
-            f"{self.duplicates:>9,} rows repeat a person met earlier in the "
-            "file",
-            f"{self.errors:>9,} rows not imported because of errors",
-            f"{self.warnings:>9,} rows imported without a value they had",
+            (line('dry_run') + ' ' + read) if self.dry_run else read,
+            line('created' + would, self.created),
+            line('matched' + would, self.matched),
+            line('duplicates', self.duplicates),
+            line('errors', self.errors),
+            line('warnings', self.warnings),
             ]
         if self.empty:
-            lines.append(f"{self.empty:>9,} empty lines skipped")
+            lines.append(line('empty', self.empty))
         if self.columns:
-            lines.append(f"Columns: {self.columns}")
+            lines.append(line('columns', columns=self.columns))
         if self.ignored:
-            lines.append("Ignored columns: " + ', '.join(self.ignored))
+            lines.append(line('ignored', columns=', '.join(self.ignored)))
         return '\n'.join(lines)
 
 
@@ -69,5 +76,6 @@ class ProblemReport:
             self.writer.writerow(self.HEADER + list(header))
             self._header_written = True
         self.writer.writerow([row, column, reason,
-                "not imported" if fatal else "imported without this value",
+                gettext('kraya_crm.msg_import_row_refused' if fatal
+                    else 'kraya_crm.msg_import_value_dropped'),
                 *cells])

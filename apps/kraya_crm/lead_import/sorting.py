@@ -49,7 +49,7 @@ class RowSorter:
                 continue
             values, problems = self.parser.parse(cells)
             result = [values, problems, None, None, None]
-            if not any(fatal for _, _, fatal in problems):
+            if not any(problem.fatal for problem in problems):
                 result[2] = identity_keys(values)
                 good.append(result)
             results.append(result)
