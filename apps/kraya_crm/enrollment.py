@@ -10,6 +10,7 @@ import json
 from sql import Null
 
 from trytond import backend
+from trytond.i18n import gettext
 from trytond.model import Index, ModelSQL, ModelView, Workflow, fields
 from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval
@@ -264,7 +265,7 @@ class Enrollment(Workflow, ModelSQL, ModelView):
                 continue
             if step.condition and enrollment.lead.id not in matching[step.id]:
                 messages.append(enrollment._skipped(
-                        step, "The lead does not match the step's condition"))
+                        step, 'msg_step_skipped_condition'))
             elif step.channel == 'task':
                 tasks.append(enrollment._task(step))
             elif step.channel == 'notify':
@@ -357,13 +358,14 @@ class Enrollment(Workflow, ModelSQL, ModelView):
             step=step, direction='outbound', channel=channel, attempts=0)
 
     def _skipped(self, step, reason):
-        "A step that did not go out, on the timeline with the reason."
+        """A step that did not go out, on the timeline with the reason (a
+        message of message.xml)."""
         channel = 'email' if step.channel == 'email' else 'whatsapp'
         message = self._base_message(step, channel)
         message.status = 'skipped'
         message.kind = step.channel
         message.body = step.name
-        message.error_message = reason
+        message.error_message = gettext(f'kraya_crm.{reason}')
         return message
 
     def _message(self, step, now):
@@ -371,15 +373,14 @@ class Enrollment(Workflow, ModelSQL, ModelView):
         lead = self.lead
         consent = CONSENT_OF[step.channel]
         if not lead.may_contact(consent):
-            return self._skipped(step, "The lead has not agreed to, or "
-                "opted out of, this channel")
+            return self._skipped(step, 'msg_step_skipped_no_consent')
         if consent == 'whatsapp':
             if not lead.whatsapp_number:
-                return self._skipped(step, "The lead has no WhatsApp number")
+                return self._skipped(step, 'msg_step_skipped_no_whatsapp')
             if lead.not_on_whatsapp:
-                return self._skipped(step, "The number is not on WhatsApp")
+                return self._skipped(step, 'msg_not_on_whatsapp')
         elif not lead.email:
-            return self._skipped(step, "The lead has no email address")
+            return self._skipped(step, 'msg_step_skipped_no_email')
         message = self._base_message(step, consent)
         message.status = 'queued'
         message.send_after = now

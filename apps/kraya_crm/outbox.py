@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from sql import Null
 
 from trytond import backend
+from trytond.i18n import gettext
 from trytond.model import Index, Unique, fields
 from trytond.pool import Pool, PoolMeta
 from trytond.transaction import Transaction
@@ -298,35 +299,36 @@ class Message(metaclass=PoolMeta):
         if self.attempts > setting('outbox_max_attempts', 8):
             # Each try died before recording an answer: stop trying.
             return {'status': 'failed', 'failed_at': utcnow(),
-                'error_message': f"Gave up after {self.attempts - 1} "
-                "attempts that ended without an answer"}
+                'error_message': gettext('kraya_crm.msg_outbox_gave_up',
+                    attempts=self.attempts - 1)}
         if self.channel == 'whatsapp':
             return self._deliver_whatsapp()
         if self.channel == 'email':
             return self._deliver_email()
-        return self._skip(f"Nothing sends {self.channel} messages")
+        return self._skip('msg_outbox_no_sender', channel=self.channel)
 
     def _went_out(self):
         "A status webhook of an earlier attempt showed it was sent."
         return bool(self.provider_id) and self.channel == 'whatsapp'
 
-    def _skip(self, reason):
-        return {'status': 'skipped', 'error_message': reason}
+    def _skip(self, message, **params):
+        "Skipped, with the reason (a message of message.xml) to show."
+        return {'status': 'skipped',
+            'error_message': gettext(f'kraya_crm.{message}', **params)}
 
     def _deliver_whatsapp(self):
         lead = self.lead
         if self.kind != 'opt_out_ack' and not lead.may_contact('whatsapp'):
-            return self._skip("The lead opted out of WhatsApp")
+            return self._skip('msg_outbox_opted_out', channel="WhatsApp")
         if lead.not_on_whatsapp:
-            return self._skip("The number is not on WhatsApp")
+            return self._skip('msg_not_on_whatsapp')
         now = utcnow()
         in_window = bool(lead.last_inbound_at
             and now - lead.last_inbound_at < WINDOW)
         kind = self.kind
         if kind != 'template' and not in_window:
             if not self.template_name:
-                return self._skip("Outside WhatsApp's 24-hour window and "
-                    "the step has no template to send instead")
+                return self._skip('msg_outbox_window_closed')
             kind = 'template'
         client = whatsapp_client()
         data = callback_data(self.id, self.attempts)
@@ -354,7 +356,7 @@ class Message(metaclass=PoolMeta):
         from . import mail
         lead = self.lead
         if not lead.may_contact('email'):
-            return self._skip("The lead opted out of email")
+            return self._skip('msg_outbox_opted_out', channel="email")
         database = Transaction().database.name
         email = mail.build_email(self.address, self.subject or '',
             self.body or '', None, self.provider_id,
