@@ -1,3 +1,4 @@
+from trytond.exceptions import UserError
 from trytond.model.exceptions import ValidationError
 
 
@@ -15,3 +16,7 @@ class WebFormSettingError(ValidationError):
 
 class SubmissionRefused(ValidationError):
     pass
+
+
+class NoCompanyError(UserError):
+    "The site has no company: nothing from outside can become a lead."

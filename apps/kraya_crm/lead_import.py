@@ -39,7 +39,8 @@ from trytond.tools import grouped_slice
 from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
-from .capture import CAPTURE_FIELDS, IDENTITY_FIELDS, identity_keys
+from .capture import (
+    CAPTURE_FIELDS, IDENTITY_FIELDS, capture_company, identity_keys)
 from .consent import CONSENT_CHANNELS
 from .contact import InvalidPhone, normalize_email, normalize_phone
 
@@ -906,13 +907,16 @@ class Lead(metaclass=PoolMeta):
                         'kraya_crm.msg_import_unknown_source', source=code,
                         sources=', '.join(s.code for s in Source.search([]))))
         consent_basis = (consent_basis or '').strip() or None
+        # The importer's company, else the site's; none raises NoCompanyError.
+        company = Transaction().context.get('company') or capture_company()
         run = LeadImport(cls, source=source, dry_run=dry_run,
             consent_channel=consent_channel or 'whatsapp',
             consent_basis=consent_basis, report=report, progress=progress,
             batch_size=batch_size, parallel=parallel)
         # One person, one lead: identities are matched across all leads,
         # whoever may see them (see docs/decisions.md).
-        with without_check_access(), roomy_sqlite_cache():
+        with without_check_access(), roomy_sqlite_cache(), \
+                Transaction().set_context(company=company):
             return run.run(LeadFile(file, filename))
 
     @classmethod
