@@ -1,6 +1,7 @@
 """A real Kraya CRM site for the HTTP and browser tests: made by the same
 code as ./crm new-site --demo, served by a real trytond process."""
 import configparser
+import contextlib
 import os
 import socket
 import subprocess
@@ -96,7 +97,20 @@ def crm_site(tmp_path_factory):
             # runs under the tests' bursts of deliveries.
             ('kraya_crm', 'whatsapp_batch_size'): 4,
             })
-    log = open(root / 'trytond.log', 'w')
+    try:
+        with serving(site, root / 'trytond.log') as processes:
+            yield RunningSite(site, processes, whatsapp, mail)
+    finally:
+        whatsapp.stop()
+        mail.stop()
+        site.drop()
+
+
+@contextlib.contextmanager
+def serving(site, log_path):
+    """The site's web and worker processes, as ./crm start runs them,
+    until the end of the with block; yields them."""
+    log = open(log_path, 'w')
     config = ['-c', str(site.config_file), '-d', site.database]
     web = subprocess.Popen([sites.bin_path('trytond'), *config],
         env=site.environ(), stdout=log, stderr=subprocess.STDOUT)
@@ -105,15 +119,12 @@ def crm_site(tmp_path_factory):
         env=site.environ(), stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for(site.url, web)
-        yield RunningSite(site, [web, worker], whatsapp, mail)
+        yield [web, worker]
     finally:
         for process in [web, worker]:
             process.terminate()
             process.wait(timeout=10)
         log.close()
-        whatsapp.stop()
-        mail.stop()
-        site.drop()
 
 
 def eventually(check, timeout=15, interval=0.1):

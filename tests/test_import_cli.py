@@ -9,30 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from kraya_crm import sites
+from kraya_crm import business, sites
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DATABASE = os.environ.get('KRAYA_TEST_DATABASE', '').rstrip('/')
-
-# A company for the admin, India and its states and the rupee, as the demo
-# loader makes them (fixtures/demo.py), without the demo data.
-SETUP = textwrap.dedent('''
-    import sys
-    sys.path.insert(0, sys.argv[2])
-    from trytond.pool import Pool
-    from trytond.transaction import Transaction
-    import demo
-    demo.Pool, demo.Transaction = Pool, Transaction
-    Pool(sys.argv[1]).init()
-    with Transaction().start(sys.argv[1], 0) as transaction:
-        company = demo.setup_company()
-        User = Pool().get('res.user')
-        admin, = User.search([('login', '=', 'admin')])
-        admin.companies = [company]
-        admin.company = company
-        admin.save()
-        transaction.commit()
-    ''')
 
 # Count the site's leads, and a few columns of one, as JSON.
 QUERY = textwrap.dedent('''
@@ -71,9 +51,9 @@ def site(tmp_path_factory):
     name = f'kraya_import_{os.getpid()}'
     db_uri = f'{TEST_DATABASE}/{name}' if TEST_DATABASE else None
     site = sites.new_site(name, db_uri=db_uri, demo=False,
-        admin_password='a-Strong-pass-123', root=root)
+        admin_password='a-Strong-pass-123', root=root,
+        business=business.check("Shree Ganesh Realty", 'MH'))
     try:
-        python(site, SETUP, str(ROOT / 'fixtures'))
         yield site
     finally:
         site.drop()

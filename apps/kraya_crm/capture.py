@@ -6,10 +6,12 @@ import contextlib
 from sql import Flavor
 
 from trytond import backend
+from trytond.i18n import gettext
 from trytond.pool import Pool, PoolMeta
 from trytond.transaction import Transaction
 
 from .contact import normalize_email
+from .exceptions import NoCompanyError
 
 # The lead fields a capture may fill; a match keeps what it has and only
 # fills what is empty, so a form never overwrites a rep's work.
@@ -25,11 +27,18 @@ IDENTITY_SLICE = 100
 
 
 def capture_company():
-    """The company leads from outside belong to: the site's first company
-    (a Kraya site serves one business)."""
-    Company = Pool().get('company.company')
-    companies = Company.search([], limit=1, order=[('id', 'ASC')])
-    return companies[0].id if companies else None
+    """The id of the company leads from outside belong to: the site's first
+    company (a Kraya site serves one business). Read in SQL, whoever the
+    user: the webhook asks it on every delivery. Raises NoCompanyError when
+    the site has none, so that every channel keeps what it got instead."""
+    table = Pool().get('company.company').__table__()
+    cursor = Transaction().connection.cursor()
+    cursor.execute(*table.select(
+            table.id, order_by=[table.id.asc], limit=1))
+    row = cursor.fetchone()
+    if not row:
+        raise NoCompanyError(gettext('kraya_crm.msg_no_company'))
+    return row[0]
 
 
 def identity_keys(values):

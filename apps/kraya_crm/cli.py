@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 
-from . import sites
+from . import business, settings, sites
 from .sites import Site, SiteError
 
 DEMO_LOGINS = [
@@ -37,6 +37,7 @@ def cmd_start(args):
             'database (./crm migrate)...', flush=True)
         site.migrate()
     print_banner(site)
+    print_setting_warnings(site)
     env = site.environ()
     env['KRAYA_CONFIG'] = str(site.config_file)
     env['KRAYA_DATABASE'] = site.database
@@ -78,16 +79,87 @@ def print_banner(site):
     print(flush=True)
 
 
+def print_setting_warnings(site):
+    "Say which secret settings the site still has to fill, and where from."
+    config = site.config()
+
+    def get(name):
+        return config.get('kraya_crm', name, fallback='')
+    for line in settings.warnings(get, settings.is_demo(get('demo'))):
+        print(f'Warning: {line}')
+    print(flush=True)
+
+
+# The company questions: (option, environment variable, what, hint,
+# required).
+BUSINESS_QUESTIONS = [
+    ('company', 'KRAYA_COMPANY', "the company's name", None, True),
+    ('state', 'KRAYA_STATE', "its Indian state", "e.g. MH or Maharashtra",
+        True),
+    ('gstin', 'KRAYA_GSTIN', "its GSTIN", "optional", False),
+    ('admin_email', 'KRAYA_ADMIN_EMAIL', "the admin's email", "optional",
+        False),
+    ]
+
+
+def setting_option(name):
+    "whatsapp_app_secret -> (--whatsapp-app-secret, KRAYA_WHATSAPP_APP_SECRET)"
+    return '--' + name.replace('_', '-'), 'KRAYA_' + name.upper()
+
+
 def cmd_new_site(args):
-    "Create a site: its trytond.conf and a database with the modules."
-    password = None
+    "Create a site: its trytond.conf, a database with the modules, its company."
+    password = company = None
     if not args.demo:
+        company = ask_business(args)
         password = ask_password()
+    values = {}
+    for name in sites.WHATSAPP_SETTINGS:
+        value = getattr(args, name) or os.environ.get(setting_option(name)[1])
+        if value:
+            values[name] = value
     site = sites.new_site(
         args.name, db_uri=args.db, demo=args.demo, admin_password=password,
-        listen=args.listen)
+        listen=args.listen, business=company, settings=values)
     print(f'Site "{site.name}" is ready in {site.path}.')
+    print_setting_warnings(site)
     print(f'Run it with: ./crm start --site {site.name}')
+
+
+def cmd_setup_company(args):
+    "Create the company of a site that has none (made by an older new-site)."
+    site = Site(args.site)
+    if not site.exists():
+        raise SiteError(f'no site "{args.site}"')
+    site.set_up_business(ask_business(args))
+    print(f'Site "{site.name}" has its company.')
+
+
+def ask_business(args):
+    """The company of a new site, checked: from the options, else the
+    environment, else asked on the terminal until it is right."""
+    interactive = sys.stdin.isatty()
+    answers = {}
+    for option, variable, *_ in BUSINESS_QUESTIONS:
+        answers[option] = getattr(args, option) or os.environ.get(variable)
+    while True:
+        for option, variable, what, hint, required in BUSINESS_QUESTIONS:
+            if answers[option] is None and interactive:
+                prompt = what[0].upper() + what[1:]
+                answers[option] = input(
+                    f'{prompt} ({hint}): ' if hint else f'{prompt}: ').strip()
+            elif not answers[option] and required and not interactive:
+                raise SiteError(f'give {what} with '
+                    f'--{option.replace("_", "-")} or {variable}, or run '
+                    'this command from a terminal')
+        try:
+            return business.check(answers['company'], answers['state'],
+                answers['gstin'], answers['admin_email'])
+        except business.BusinessError as exception:
+            if not interactive:
+                raise SiteError(str(exception)) from exception
+            print(f'{exception}; try again.')
+            answers = dict.fromkeys(answers)
 
 
 def ask_password():
@@ -216,7 +288,19 @@ def parser():
         help="load the demo data and set admin/admin")
     new.add_argument('--listen', metavar='HOST:PORT',
         help="where the web server listens (default 127.0.0.1:8000)")
+    add_business_options(new)
+    for name in sites.WHATSAPP_SETTINGS:
+        option, variable = setting_option(name)
+        new.add_argument(option, dest=name, metavar='VALUE',
+            help=f"[kraya_crm] {name} (or {variable}; default empty"
+            + (": Meta's Graph API)" if name == 'whatsapp_api_url' else ")"))
     new.set_defaults(func=cmd_new_site)
+
+    setup_company = commands.add_parser(
+        'setup-company', help=cmd_setup_company.__doc__)
+    setup_company.add_argument('--site', default='default')
+    add_business_options(setup_company)
+    setup_company.set_defaults(func=cmd_setup_company)
 
     migrate = commands.add_parser('migrate', help=cmd_migrate.__doc__)
     migrate.add_argument('--site', default='default')
@@ -259,6 +343,13 @@ def parser():
         help="passed to the benchmark, e.g. --rows 10000")
     bench.set_defaults(func=cmd_bench)
     return root
+
+
+def add_business_options(command):
+    for option, variable, what, hint, _ in BUSINESS_QUESTIONS:
+        command.add_argument('--' + option.replace('_', '-'), dest=option,
+            metavar='TEXT', help=f"{what}{f' ({hint})' if hint else ''}; "
+            f"or {variable}, else asked on a terminal")
 
 
 def main(argv=None):

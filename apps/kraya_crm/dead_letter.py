@@ -54,10 +54,20 @@ class DeadLetter(ModelSQL, ModelView):
         return 'new'
 
     @classmethod
-    def keep(cls, endpoint, reason, body, remote_addr=None):
-        "Store a delivery; the body is kept as text, cut at 1 MiB."
+    def keep(cls, endpoint, reason, body, remote_addr=None, once=False):
+        """Store a delivery; the body is kept as text, cut at 1 MiB. With
+        `once`, a body already waiting here is not stored again: the
+        sender delivers a refused body again and again."""
         if isinstance(body, bytes):
             body = body[:MAX_KEPT_BYTES].decode('utf-8', 'replace')
+        if once:
+            waiting = cls.search([
+                    ('endpoint', '=', endpoint),
+                    ('state', '=', 'new'),
+                    ('body', '=', body),
+                    ], limit=1)
+            if waiting:
+                return waiting[0]
         letter, = cls.create([{
                     'received_at': utcnow(),
                     'endpoint': endpoint,

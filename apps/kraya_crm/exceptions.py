@@ -20,3 +20,7 @@ class SubmissionRefused(ValidationError):
 
 class LeadImportError(UserError):
     "The file cannot be imported at all (as opposed to a bad row)."
+
+
+class NoCompanyError(UserError):
+    "The site has no company: nothing from outside can become a lead."

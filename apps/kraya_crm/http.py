@@ -1,6 +1,7 @@
 """What every public endpoint of ours shares: a per-client rate limit, a
 body size limit, and JSON answers."""
 import json
+import logging
 import threading
 import time
 from collections import deque
@@ -9,6 +10,12 @@ import trytond.config as config
 from trytond.protocols.wrappers import Response
 from trytond.transaction import Transaction
 from trytond.url import HOSTNAME, http_base
+
+from . import settings
+
+logger = logging.getLogger(__name__)
+# The refused secrets already logged by this process: once is enough.
+_refusals_logged = set()
 
 
 class RateLimiter:
@@ -50,9 +57,26 @@ def limiter(name, setting_name, default):
 
 
 def setting(name, default, type_=int):
-    "A [kraya_crm] setting of trytond.conf."
+    "A [kraya_crm] setting of trytond.conf; an empty one is not set."
     value = config.get('kraya_crm', name, default=None)
-    return default if value is None else type_(value)
+    return default if value in {None, ''} else type_(value)
+
+
+def secret(name):
+    """The [kraya_crm] secret setting, or None while it is empty or the
+    public demo value on a site that is not a demo: the caller refuses the
+    request. The first refusal of each setting is logged with the reason."""
+    value = setting(name, '', str)
+    reason = settings.refusal(
+        name, value, settings.is_demo(setting('demo', '', str)))
+    if reason is None:
+        return value
+    if name not in _refusals_logged:
+        _refusals_logged.add(name)
+        stopped, source = settings.SECRETS[name]
+        logger.error("%s, so %s: fill it in trytond.conf with %s "
+            "(docs/deploy.md)", reason, stopped, source)
+    return None
 
 
 def public_url():

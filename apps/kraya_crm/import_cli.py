@@ -76,7 +76,10 @@ def run_import(site, path, source, dry_run=False, consent_basis=None,
     database = site.database
     Pool(database).init()
     with Transaction().start(database, 0, readonly=True):
-        user_id, context = user_context(login)
+        try:
+            user_id, context = user_context(login)
+        except UserError as exception:
+            raise SiteError(exception.message) from exception
     report_path = errors_path(path)
     try:
         with Transaction().start(database, user_id, context=context) as \
@@ -121,6 +124,9 @@ def user_context(login):
     with Transaction().set_user(user.id):
         context = User.get_preferences(context_only=True)
     if not context.get('company'):
+        from .capture import capture_company
+        # A site without any company says so (NoCompanyError) first.
+        capture_company()
         raise SiteError(f'user "{login}" has no company: set one in the desk '
             '(Administration › Users) before importing leads')
     return user.id, context

@@ -43,8 +43,10 @@ from trytond.wsgi import app
 
 from .capture import capture_company
 from .contact import normalize_email
+from .exceptions import NoCompanyError
 from .http import (
-    client_ip, json_response, limiter, public_url, read_body, setting)
+    client_ip, json_response, limiter, public_url, read_body, secret,
+    setting)
 from .message import utcnow
 from .outbox import SendResult
 from .whatsapp import signature_valid
@@ -178,11 +180,12 @@ def deliver(msg):
 # --- Unsubscribe links ---
 
 def link_secret():
-    secret = setting('link_secret', '', str)
-    if not secret:
+    "Refused while empty or the demo's, as anyone could forge the links."
+    value = secret('link_secret')
+    if value is None:
         raise MailSettingError(
             gettext('kraya_crm.msg_mail_link_secret_missing'))
-    return secret
+    return value
 
 
 def unsubscribe_token(database_name, lead_id):
@@ -603,8 +606,11 @@ def page(status, title, text, button=None, headers=None):
 
 def company_name():
     Company = Pool().get('company.company')
-    company = capture_company()
-    return Company(company).rec_name if company else "us"
+    try:
+        return Company(capture_company()).rec_name
+    except NoCompanyError:
+        # Opting out needs no company: the page still works.
+        return "us"
 
 
 @with_transaction(user=0)
@@ -661,9 +667,10 @@ def _receive(request, pool, body):
         return json_response({'error': str(exception)}, status=400)
 
 
-def _keep_failed(pool, reason, body, ip):
+def _keep_failed(pool, reason, body, ip, once=False):
     with Transaction().start(pool.database_name, 0) as transaction:
-        pool.get('crm.dead_letter').keep(ENDPOINT, reason, body, ip)
+        pool.get('crm.dead_letter').keep(ENDPOINT, reason, body, ip,
+            once=once)
         transaction.commit()
 
 
@@ -671,6 +678,10 @@ def _keep_failed(pool, reason, body, ip):
 @with_pool
 def inbound(request, pool):
     ip = client_ip(request)
+    inbound_secret = secret('email_inbound_secret')
+    if inbound_secret is None:
+        return json_response(
+            {'error': "inbound email not set up: no secret"}, status=403)
     if not limiter('email_inbound', 'email_inbound_rate_limit', 600).allow(
             ip):
         return json_response({'error': "too many requests"}, status=429,
@@ -683,8 +694,7 @@ def inbound(request, pool):
     if not header:
         logger.warning("Inbound email without signature from %s", ip)
         return json_response({'error': "missing signature"}, status=401)
-    if not signature_valid(
-            body, header, setting('email_inbound_secret', '', str)):
+    if not signature_valid(body, header, inbound_secret):
         logger.warning("Inbound email with a bad signature from %s", ip)
         return json_response({'error': "invalid signature"}, status=403)
     try:
@@ -697,6 +707,13 @@ def inbound(request, pool):
         logger.warning("Inbound email deferred", exc_info=True)
         return json_response({'error': "busy, retry"}, status=503,
             headers={'Retry-After': '60'})
+    except NoCompanyError as exception:
+        # Kept, and 503 so that the sender's server delivers it again.
+        logger.error("Inbound email from %s refused (503): %s", ip,
+            exception.message)
+        _keep_failed(pool, exception.message, body, ip, once=True)
+        return json_response({'error': exception.message}, status=503,
+            headers={'Retry-After': '600'})
     except Exception as exception:
         # Kept for a manager, and answered 2xx so the sender is not bounced.
         logger.exception("Inbound email failed")

@@ -11,6 +11,8 @@ import tempfile
 import urllib.parse
 from pathlib import Path
 
+from .settings import DEMO_VALUES
+
 ROOT = Path(os.environ.get('KRAYA_ROOT') or Path.cwd()).resolve()
 SITES = ROOT / 'sites'
 TEMPLATE = SITES / 'default' / 'trytond.conf'
@@ -20,6 +22,9 @@ MODULES = ['kraya_crm']
 DEMO_ADMIN_PASSWORD = 'admin'
 # [kraya_crm] secrets each new site gets its own of, not the demo's.
 SITE_SECRETS = ('link_secret', 'email_inbound_secret')
+# The settings a site that is not a demo is given (by new-site options) or
+# left empty, never the demo's: its WhatsApp app and number are its own.
+WHATSAPP_SETTINGS = tuple(k for k in DEMO_VALUES if k not in SITE_SECRETS)
 
 
 class SiteError(Exception):
@@ -76,8 +81,11 @@ class Site:
                 (self.database,))
             return cur.fetchone() is not None
 
-    def write_config(self, db_uri=None, listen=None):
-        "Write trytond.conf from the default site's, pointing at this site."
+    def write_config(self, db_uri=None, listen=None, demo=False,
+            values=None):
+        """Write trytond.conf from the default site's, pointing at this
+        site. A site that is not a demo gets none of the demo's values: its
+        own secrets, and the WhatsApp settings of `values` or empty."""
         text = TEMPLATE.read_text()
         if db_uri:
             server, database = _split_db_uri(db_uri)
@@ -88,10 +96,14 @@ class Site:
         if listen:
             text = text.replace('listen = 127.0.0.1:8000', f'listen = {listen}')
         text = text.replace('Kraya CRM site "default"', f'Kraya CRM site "{self.name}"')
-        for key in SITE_SECRETS:
-            text = re.sub(rf'^{key} = .*$',
-                lambda _: f'{key} = {secrets.token_urlsafe(32)}', text,
-                flags=re.MULTILINE)
+        own = {key: secrets.token_urlsafe(32) for key in SITE_SECRETS}
+        if not demo:
+            own.update({key: '' for key in WHATSAPP_SETTINGS})
+            own.update(values or {})
+            own['demo'] = 'False'
+        for key, value in own.items():
+            text = re.sub(rf'^{key} = .*$', lambda _: f'{key} = {value}',
+                text, flags=re.MULTILINE)
         self.path.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(text)
 
@@ -134,6 +146,17 @@ class Site:
         _run([bin_path('trytond-admin'), '-c', str(self.config_file),
                 '-d', self.database, *args], env=env or self.environ())
 
+    def set_up_business(self, business):
+        "Create the company and the Indian setup (see business.py)."
+        _run([sys.executable, '-m', 'kraya_crm.business',
+                '--config', str(self.config_file),
+                '--database', self.database,
+                '--company', business.name, '--state', business.state,
+                *(['--gstin', business.gstin] if business.gstin else []),
+                *(['--admin-email', business.admin_email]
+                    if business.admin_email else [])],
+            env=self.environ())
+
     def load_demo(self):
         _run([sys.executable, str(ROOT / 'fixtures' / 'demo.py'),
                 '--config', str(self.config_file),
@@ -163,14 +186,19 @@ class Site:
 
 
 def new_site(name, db_uri=None, demo=False, admin_password=None,
-        listen=None, root=None):
+        listen=None, root=None, business=None, settings=None):
     """Create a site. A demo site gets admin/admin and the demo data;
-    otherwise the admin password is asked for (or given)."""
+    otherwise the admin password is asked for (or given), the company is
+    the checked `business` (business.check) and the WhatsApp settings are
+    those of `settings` ({name: value}) or empty."""
     site = Site(name, root=root)
     if site.exists() and site.database_exists():
         raise SiteError(f'site "{name}" already exists in {site.path}')
+    if not demo and business is None:
+        raise SiteError('a site that is not a demo needs its company')
     if name != 'default' or root is not None or not site.exists():
-        site.write_config(db_uri=db_uri, listen=listen)
+        site.write_config(
+            db_uri=db_uri, listen=listen, demo=demo, values=settings)
     if demo:
         # trytond-admin refuses a password as weak as "admin", which is
         # fine for a demo: set a strong one, the demo loader sets "admin".
@@ -178,10 +206,14 @@ def new_site(name, db_uri=None, demo=False, admin_password=None,
     try:
         site.create_database(admin_password=admin_password)
         if demo:
+            # The demo company, set up as below, with its data.
             site.load_demo()
+        else:
+            site.set_up_business(business)
         site.mark_up_to_date()
     except BaseException:
-        # Half a site would be taken for a ready one by the next start.
+        # Half a site, or one without a company, would be taken for a
+        # ready one by the next start.
         site.drop_database()
         raise
     return site

@@ -31,7 +31,8 @@ from trytond.transaction import Transaction
 from trytond.wsgi import app
 
 from .contact import InvalidPhone, normalize_email, normalize_phone
-from .exceptions import SubmissionRefused, WebFormSettingError
+from .exceptions import (
+    NoCompanyError, SubmissionRefused, WebFormSettingError)
 from .http import (
     client_ip, json_response, limiter, public_url, read_body, setting)
 from .message import utcnow
@@ -676,6 +677,16 @@ def _submit(request, pool, key, origin, body):
             f"{exception.field}: {message}")
         return error(400, exception.code, message, field=exception.field,
             headers=headers)
+    except NoCompanyError as exception:
+        # Our fault, not the sender's: kept (a browser's too) for replay.
+        transaction.rollback()
+        logger.error("Web form %s refused (503): %s", source.id,
+            exception.message)
+        Pool().get('crm.dead_letter').keep(f'web_form:{source.code}',
+            exception.message, body, client_ip(request), once=True)
+        return error(503, 'not_set_up',
+            "We could not save the form just now. Try again later.",
+            headers={**headers, 'Retry-After': '600'})
     except UserError as exception:
         # Refused by the lead's own checks: the same answer, nothing saved.
         transaction.rollback()

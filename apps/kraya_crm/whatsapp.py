@@ -9,7 +9,10 @@ body parsed and checked, and the body is stored in the inbox with a queued
 task; the worker then writes the messages and statuses of every pending
 delivery in one batch. Meta retries and duplicates deliveries, so every
 message is stored once by its wamid. A body we cannot use is answered 400
-and kept as a dead letter; nothing is answered 500."""
+and kept as a dead letter; nothing is answered 500. A site without an app
+secret of its own refuses everything (403); a site without a company
+answers 503, so that Meta delivers again once it has one, and keeps the
+body as a dead letter meanwhile."""
 import datetime as dt
 import hashlib
 import hmac
@@ -32,7 +35,9 @@ from trytond.wsgi import app
 from .batch import run_in_batches
 from .capture import capture_company
 from .consent import is_stop_request
-from .http import RateLimiter, client_ip, json_response, read_body, setting
+from .exceptions import NoCompanyError
+from .http import (
+    RateLimiter, client_ip, json_response, read_body, secret, setting)
 from .message import utcnow
 
 logger = logging.getLogger(__name__)
@@ -387,8 +392,9 @@ class Cron(metaclass=PoolMeta):
 
 
 def verify(request):
-    "Meta's subscription handshake: echo hub.challenge for our token."
-    token = setting('whatsapp_verify_token', '', str)
+    """Meta's subscription handshake: echo hub.challenge for our token,
+    only once the app secret is ours too (else no delivery would pass)."""
+    token = secret('whatsapp_app_secret') and secret('whatsapp_verify_token')
     args = request.args
     if (args.get('hub.mode') == 'subscribe' and token
             and hmac.compare_digest(
@@ -399,9 +405,10 @@ def verify(request):
     return Response('Forbidden', status=HTTPStatus.FORBIDDEN)
 
 
-def keep_dead_letter(database_name, reason, body, remote_addr):
+def keep_dead_letter(database_name, reason, body, remote_addr, once=False):
     with Transaction().start(database_name, 0) as transaction:
-        Pool().get('crm.dead_letter').keep(ENDPOINT, reason, body, remote_addr)
+        Pool().get('crm.dead_letter').keep(
+            ENDPOINT, reason, body, remote_addr, once=once)
         transaction.commit()
 
 
@@ -411,18 +418,21 @@ def webhook(request, pool):
     if request.method == 'GET':
         return verify(request)
     ip = client_ip(request)
+    app_secret = secret('whatsapp_app_secret')
+    if app_secret is None:
+        return json_response(
+            {'error': "webhook not set up: no app secret"}, status=403)
     if not limiter().allow(ip):
         return json_response({'error': "too many requests"}, status=429,
             headers={'Retry-After': '60'})
     body = read_body(request, setting('whatsapp_max_bytes', 512 * 1024))
     if body is None:
         return json_response({'error': "body too large"}, status=413)
-    secret = setting('whatsapp_app_secret', '', str)
     header = request.headers.get('X-Hub-Signature-256')
     if not header:
         logger.warning("WhatsApp webhook without signature from %s", ip)
         return json_response({'error': "missing signature"}, status=401)
-    if not signature_valid(body, header, secret):
+    if not signature_valid(body, header, app_secret):
         logger.warning("WhatsApp webhook with a bad signature from %s", ip)
         return json_response({'error': "invalid signature"}, status=403)
     database_name = pool.database_name
@@ -438,6 +448,13 @@ def webhook(request, pool):
         # Busy or down: Meta retries non-2xx deliveries.
         logger.warning("WhatsApp webhook deferred", exc_info=True)
         return json_response({'error': "busy, retry"}, status=503)
+    except NoCompanyError as exception:
+        logger.error("WhatsApp delivery from %s refused (503, Meta delivers "
+            "it again): %s", ip, exception.message)
+        keep_dead_letter(database_name, exception.message, body, ip,
+            once=True)
+        return json_response({'error': exception.message}, status=503,
+            headers={'Retry-After': '600'})
     return json_response({'status': 'accepted'})
 
 
@@ -450,6 +467,8 @@ def _accept(pool, body, tries=3):
             with Transaction().start(pool.database_name, 0) as transaction, \
                     (_sqlite_writer if backend.name == 'sqlite'
                         else nullcontext()):
+                # Raises NoCompanyError: no lead could be made of it.
+                capture_company()
                 pool.get('crm.whatsapp.inbox').accept(body)
                 transaction.commit()
             break

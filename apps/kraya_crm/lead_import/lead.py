@@ -9,7 +9,8 @@ from trytond.pool import Pool, PoolMeta
 from trytond.transaction import Transaction, without_check_access
 
 from ..bulk import BulkWrite, checked_values
-from ..capture import CAPTURE_FIELDS, IDENTITY_FIELDS, identity_keys
+from ..capture import (
+    CAPTURE_FIELDS, IDENTITY_FIELDS, capture_company, identity_keys)
 from ..exceptions import LeadImportError
 from .importer import BATCH_SIZE, LeadImport, roomy_sqlite_cache
 from .reading import LeadFile
@@ -49,13 +50,16 @@ class Lead(BulkWrite, metaclass=PoolMeta):
                         'kraya_crm.msg_import_unknown_source', source=code,
                         sources=', '.join(s.code for s in Source.search([]))))
         consent_basis = (consent_basis or '').strip() or None
+        # The importer's company, else the site's; none raises NoCompanyError.
+        company = Transaction().context.get('company') or capture_company()
         run = LeadImport(cls, source=source, dry_run=dry_run,
             consent_channel=consent_channel or 'whatsapp',
             consent_basis=consent_basis, report=report, progress=progress,
             batch_size=batch_size, parallel=parallel)
         # One person, one lead: identities are matched across all leads,
         # whoever may see them (see docs/decisions.md).
-        with without_check_access(), roomy_sqlite_cache():
+        with without_check_access(), roomy_sqlite_cache(), \
+                Transaction().set_context(company=company):
             return run.run(LeadFile(file, filename))
 
     @classmethod

@@ -1,4 +1,5 @@
 "Reading WhatsApp deliveries, and replaying a kept one."
+import io
 import json
 import unittest
 
@@ -6,6 +7,7 @@ from trytond.modules.company.tests import create_company, set_company
 from trytond.pool import Pool
 from trytond.tests.test_tryton import activate_module, with_transaction
 
+from kraya_crm.exceptions import NoCompanyError
 from kraya_crm.http import RateLimiter
 from kraya_crm.whatsapp import (
     Delivery, WebhookError, message_content, signature_valid)
@@ -111,3 +113,39 @@ class ReplayTestCase(unittest.TestCase):
         DeadLetter.replay([letter])
         lead, = Lead.search([('phone', '=', '+919811122233')])
         self.assertEqual((lead.name, letter.state), ("Ravi Iyer", 'replayed'))
+
+
+class NoCompanyTestCase(unittest.TestCase):
+    "A site without a company: every channel says so, none recurses."
+
+    @classmethod
+    def setUpClass(cls):
+        activate_module('kraya_crm')
+
+    @with_transaction()
+    def test_delivery_without_company_raises_no_company(self):
+        WhatsApp = Pool().get('crm.whatsapp.webhook')
+        with self.assertRaisesRegex(NoCompanyError, 'no company'):
+            WhatsApp.process(Delivery.from_payload(MESSAGE))
+
+    @with_transaction()
+    def test_replay_without_company_raises_and_keeps_the_letter(self):
+        DeadLetter = Pool().get('crm.dead_letter')
+        letter = DeadLetter.keep('whatsapp', "refused", json.dumps(MESSAGE))
+        with self.assertRaises(NoCompanyError):
+            DeadLetter.replay([letter])
+        self.assertEqual(letter.state, 'new')
+
+    @with_transaction()
+    def test_import_without_company_raises_no_company(self):
+        Lead = Pool().get('crm.lead')
+        with self.assertRaises(NoCompanyError):
+            Lead.import_file(io.BytesIO(b'Name,Mobile\r\nAsha,9876543210\r\n'),
+                'leads.csv', source='import')
+
+    @with_transaction()
+    def test_body_refused_twice_is_kept_once(self):
+        DeadLetter = Pool().get('crm.dead_letter')
+        first = DeadLetter.keep('email', "no company", 'body', once=True)
+        again = DeadLetter.keep('email', "no company", 'body', once=True)
+        self.assertEqual(first, again)

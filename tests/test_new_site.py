@@ -1,0 +1,207 @@
+"""A real site made by `./crm new-site` without --demo, as a script makes
+it (options in the environment, no terminal): its company, its own secrets
+and none of the demo's, and what it does while it has no company."""
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from kraya_crm import sites
+from kraya_crm.settings import DEMO_VALUES
+
+from .conftest import TEST_DATABASE, RunningSite, eventually, free_port, serving
+from .test_whatsapp_webhook import lead_of, new_wa_id
+from .whatsapp_payloads import WebhookClient, inbound
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = 'a-Strong-pass-123'
+BUSINESS = {'KRAYA_COMPANY': "Acme Traders", 'KRAYA_STATE': 'Karnataka',
+    'KRAYA_GSTIN': '29AAPFU0939F1ZR', 'KRAYA_ADMIN_EMAIL': 'admin@acme.in'}
+
+
+def crm(*args, env=None):
+    "./crm ARGS as a script runs it: no terminal, options in the environment."
+    return subprocess.run(['./crm', *args], cwd=ROOT,
+        env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope='module')
+def real_site(tmp_path_factory):
+    "One non-demo site for the module, made and run as a user would."
+    name = f'kraya_real_{os.getpid()}'
+    site = sites.Site(name)
+    env = {**BUSINESS, 'KRAYA_ADMIN_PASSWORD': PASSWORD,
+        'KRAYA_WHATSAPP_APP_SECRET': secrets.token_urlsafe(24),
+        'KRAYA_WHATSAPP_VERIFY_TOKEN': secrets.token_urlsafe(12)}
+    db = ['--db', f'{TEST_DATABASE}/{name}'] if TEST_DATABASE else []
+    try:
+        made = crm('new-site', name, *db,
+            '--listen', f'127.0.0.1:{free_port()}', env=env)
+        assert made.returncode == 0, made.stderr
+        log = tmp_path_factory.mktemp('real-site') / 'trytond.log'
+        with serving(site, log) as processes:
+            yield RunningSite(site, processes, None, None)
+    finally:
+        site.drop()
+
+
+@pytest.fixture(scope='module')
+def admin(real_site):
+    return real_site.login('admin', PASSWORD)
+
+
+@pytest.fixture(scope='module')
+def webhook(real_site):
+    return WebhookClient(real_site)
+
+
+def settle(admin):
+    assert eventually(lambda: admin.model('crm.whatsapp.inbox',
+                'search_count', [('processed_at', '=', None)]) == 0)
+
+
+def test_new_site_sets_up_the_company_in_inr_with_gstin(admin):
+    company, = admin.model('company.company', 'search_read', [], 0, None,
+        None, ['rec_name', 'timezone', 'currency', 'party'])
+    currency, = admin.model('currency.currency', 'read',
+        [company['currency']], ['code'])
+    identifiers = admin.model('party.identifier', 'search_read',
+        [('party', '=', company['party'])], 0, None, None, ['type', 'code'])
+    assert (company['rec_name'], company['timezone'], currency['code']) == (
+        "Acme Traders", 'Asia/Kolkata', 'INR')
+    assert [(i['type'], i['code']) for i in identifiers] == [
+        ('in_vat', '29AAPFU0939F1ZR')]
+
+
+def test_new_site_admin_is_a_crm_manager_in_the_company(admin):
+    user, = admin.model('res.user', 'search_read', [('login', '=', 'admin')],
+        0, None, None, ['company', 'email', 'groups'])
+    manager, = admin.model('res.group', 'search',
+        [('name', '=', "CRM Manager")], 0, None, None)
+    assert user['company'] is not None
+    assert user['email'] == 'admin@acme.in'
+    assert manager in user['groups']
+
+
+def test_new_site_has_no_demo_value(real_site):
+    config = real_site.site.config()
+    values = {name: config.get('kraya_crm', name) for name in DEMO_VALUES}
+    assert config.get('kraya_crm', 'demo') == 'False'
+    assert [name for name, value in values.items()
+        if value == DEMO_VALUES[name]] == []
+    assert (values['whatsapp_api_url'], values['whatsapp_access_token'],
+        values['whatsapp_phone_number_id']) == ('', '', '')
+
+
+def test_delivery_signed_with_the_sites_secret_makes_a_lead(
+        webhook, admin):
+    wa_id = new_wa_id()
+    assert webhook.post(inbound(wa_id, name="Kiran Rao"))[0] == 200
+    settle(admin)
+    assert [l['name'] for l in lead_of(admin, wa_id)] == ["Kiran Rao"]
+
+
+def test_delivery_signed_with_the_demo_secret_is_refused(webhook, admin):
+    wa_id = new_wa_id()
+    body = json.dumps(inbound(wa_id)).encode()
+    signature = 'sha256=' + hmac.new(
+        DEMO_VALUES['whatsapp_app_secret'].encode(), body,
+        hashlib.sha256).hexdigest()
+    assert webhook.post(body=body, signature=signature)[0] == 403
+    assert lead_of(admin, wa_id) == []
+
+
+def test_verification_echoes_the_challenge_for_the_sites_token(webhook):
+    query = urllib.parse.urlencode({'hub.mode': 'subscribe',
+            'hub.verify_token': webhook.verify_token, 'hub.challenge': '42'})
+    assert webhook.get(query) == (200, '42')
+
+
+def post(url, body, headers):
+    request = urllib.request.Request(url, data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+@pytest.fixture
+def without_company(real_site, admin):
+    """The site with its company deleted (its leads first: they belong to
+    it); yields how to make one again as in the desk (Companies, then the
+    admin put in it), which the running processes see at once."""
+    company, = admin.model('company.company', 'search_read', [], 0, None,
+        None, ['party', 'currency', 'timezone'])
+    admin.model('crm.lead', 'delete', admin.model(
+            'crm.lead', 'search', [], 0, None, None))
+    admin.model('company.company', 'delete', [company['id']])
+
+    def restore():
+        new, = admin.model('company.company', 'create', [{
+                    'party': company['party'],
+                    'currency': company['currency'],
+                    'timezone': company['timezone']}])
+        user, = admin.model('res.user', 'search', [('login', '=', 'admin')],
+            0, None, None)
+        admin.model('res.user', 'write', [user],
+            {'companies': [('add', [new])], 'company': new})
+    yield restore
+    if not admin.model('company.company', 'search', [], 0, None, None):
+        restore()
+
+
+def test_site_without_company_answers_503_keeps_and_replays_everything(
+        real_site, admin, webhook, without_company, tmp_path):
+    config = real_site.site.config()
+    base = f'{real_site.url}/{real_site.database}/crm'
+    wa_id = new_wa_id()
+    payload = inbound(wa_id, name="Kept Person")
+    website, = admin.model('crm.source', 'search',
+        [('code', '=', 'website')], 0, None, None)
+    admin.model('crm.source', 'write', [website], {'web_form': True})
+    key, = admin.model('crm.source', 'read', [website], ['capture_key'])
+    form = json.dumps({'name': "Form Person", 'mobile': '98450 12345'}
+        ).encode()
+    email = (b'From: Mail Person <mail.person@example.in>\r\n'
+        b'To: crm@acme.in\r\nSubject: Price?\r\n'
+        b'Message-ID: <no-company@example.in>\r\n\r\nWhat is the price?\r\n')
+    inbound_secret = config.get('kraya_crm', 'email_inbound_secret')
+
+    # Twice, as Meta delivers again after a 503: kept once.
+    assert [webhook.post(payload)[0] for _ in range(2)] == [503, 503]
+    assert post(f'{base}/capture/{key["capture_key"]}', form,
+        {'Content-Type': 'application/json'}) == 503
+    assert post(f'{base}/email/inbound', email, {
+            'X-Kraya-Signature': 'sha256=' + hmac.new(
+                inbound_secret.encode(), email, hashlib.sha256).hexdigest(),
+            'Content-Type': 'message/rfc822'}) == 503
+    csv = tmp_path / 'leads.csv'
+    csv.write_text("Name,Mobile\r\nFile Person,98450 54321\r\n")
+    imported = crm('import', str(csv), '--source', 'import',
+        '--site', real_site.site.name)
+    assert imported.returncode == 1
+    assert "no company" in imported.stderr
+
+    letters = admin.model('crm.dead_letter', 'search_read',
+        [('state', '=', 'new')], 0, None, None, ['endpoint', 'reason'])
+    assert sorted(l['endpoint'] for l in letters) == [
+        'email', 'web_form:website', 'whatsapp']
+    assert all("no company" in l['reason'] for l in letters)
+
+    without_company()
+    # Signed in again, as the desk reloads its context for a new company.
+    admin = real_site.login('admin', PASSWORD)
+    admin.model('crm.dead_letter', 'replay', [l['id'] for l in letters])
+    assert [l['name'] for l in lead_of(admin, wa_id)] == ["Kept Person"]
+    assert admin.model('crm.lead', 'search_count',
+        [('name', 'in', ["Form Person", "Mail Person"])]) == 2
