@@ -7,19 +7,23 @@ item never holds up the good ones beside it.
 - A batch that fails because of what it holds is written again item by
   item, each in its own transaction, so that only the item that fails
   alone is set aside (for the inbox: kept as a dead letter).
-- A database error (a lock, a lost connection) is not the items' fault:
-  it is raised, the items stay to be done, and the task is retried."""
+- A database error (a lock, a lost connection) or a site without a
+  company is not the items' fault: it is raised, the items stay to be
+  done, and the task (or the next cron run) tries them again."""
 import logging
 
 from trytond import backend
 from trytond.transaction import Transaction
+
+from .exceptions import NoCompanyError
 
 logger = logging.getLogger(__name__)
 
 
 def is_transient(exception):
     "An error that says nothing of the items: trying again may succeed."
-    return isinstance(exception, backend.DatabaseOperationalError)
+    return isinstance(exception,
+        (backend.DatabaseOperationalError, NoCompanyError))
 
 
 def run_in_batches(take, write, set_aside, batch_size, tries_alone=2):

@@ -6,6 +6,7 @@ from trytond import backend
 from trytond.tests.test_tryton import activate_module, with_transaction
 
 from kraya_crm.batch import run_in_batches
+from kraya_crm.exceptions import NoCompanyError
 
 
 class Work:
@@ -65,6 +66,13 @@ class RunInBatchesTestCase(unittest.TestCase):
             work.run(batch_size=4)
         self.assertEqual((work.done, work.set_aside), ([1, 2, 3, 4], []))
         self.assertEqual(work.todo, [5, 6])
+
+    @with_transaction()
+    def test_site_without_company_sets_nothing_aside(self):
+        work = Work(2, bad={1}, error=lambda text: NoCompanyError(text))
+        with self.assertRaises(NoCompanyError):
+            work.run(batch_size=4)
+        self.assertEqual((work.todo, work.set_aside), ([1, 2], []))
 
     @with_transaction()
     def test_item_taken_by_another_worker_meanwhile_is_not_set_aside(self):
