@@ -1,4 +1,7 @@
-# Kraya CRM: leads, deals and follow-ups for small Indian sales teams.
-# The classes are registered from tryton.cfg; importing them (whatsapp.py,
-# web_form.py) also registers their HTTP routes. Keep this file free of
-# trytond imports: ./crm imports the package before trytond is configured.
+"""Kraya CRM: leads, deals and follow-ups for small Indian sales teams.
+
+The models are registered from tryton.cfg; the HTTP endpoints are in
+routes.py, imported here as Tryton's own modules do."""
+from . import routes
+
+__all__ = ['routes']

@@ -31,25 +31,16 @@ from html import escape
 from html.parser import HTMLParser
 
 import trytond.config as config
-from trytond import backend
 from trytond.exceptions import UserError
 from trytond.i18n import gettext
 from trytond.pool import Pool, PoolMeta
-from trytond.protocols.wrappers import (
-    Response, allow_null_origin, with_pool, with_transaction)
 from trytond.sendmail import get_smtp_server, send_message
 from trytond.transaction import Transaction
-from trytond.wsgi import app
 
-from .capture import capture_company
 from .contact import normalize_email
-from .exceptions import NoCompanyError
-from .http import (
-    client_ip, json_response, limiter, public_url, read_body, secret,
-    setting)
+from .http import public_url, secret
 from .message import utcnow
 from .outbox import SendResult
-from .whatsapp import signature_valid
 
 logger = logging.getLogger(__name__)
 ENDPOINT = 'email'
@@ -557,169 +548,3 @@ class Message(metaclass=PoolMeta):
                     not found[r.message_id][1] and not r.automatic)
                 for r in fresh])
         return messages
-
-
-# --- HTTP ---
-
-PAGE = string.Template('''<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="robots" content="noindex">
-<title>$title</title>
-<style>
-body{margin:0;font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
-background:#f3f4f6;color:#111827}
-main{box-sizing:border-box;max-width:26rem;margin:12vh auto 0;
-padding:2rem 1.5rem;background:#fff;border-radius:12px;text-align:center;
-box-shadow:0 1px 4px rgba(0,0,0,.08)}
-h1{font-size:1.35rem;line-height:1.3;margin:0 0 .75rem}
-p{line-height:1.5;margin:0;color:#4b5563}
-form{margin-top:1.5rem}
-button{font:inherit;font-weight:600;width:100%;padding:.85rem;border:0;
-border-radius:8px;background:#b91c1c;color:#fff;cursor:pointer}
-</style></head>
-<body><main><h1>$title</h1><p>$text</p>$form</main></body></html>
-''')
-FORM = string.Template(
-    '<form method="post">'
-    '<input type="hidden" name="List-Unsubscribe" value="One-Click">'
-    '<button type="submit">$button</button></form>')
-PAGE_HEADERS = {
-    'Content-Security-Policy': "default-src 'none'; "
-    "style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
-    'Cache-Control': 'no-store',
-    # Whoever the page links to must not learn the token.
-    'Referrer-Policy': 'same-origin',
-    }
-TOO_MANY = ("Too many requests", "Try again in a minute.")
-BUSY = ("Please try again", "We could not answer just now. "
-    "Try again in a minute.")
-
-
-def page(status, title, text, button=None, headers=None):
-    form = FORM.substitute(button=escape(button)) if button else ''
-    return Response(
-        PAGE.substitute(title=escape(title), text=escape(text), form=form),
-        status=status, headers={**PAGE_HEADERS, **(headers or {})},
-        content_type='text/html; charset=utf-8')
-
-
-def company_name():
-    Company = Pool().get('company.company')
-    try:
-        return Company(capture_company()).rec_name
-    except NoCompanyError:
-        # Opting out needs no company: the page still works.
-        return "us"
-
-
-@with_transaction(user=0)
-def _unsubscribe(request, pool, token):
-    Lead = pool.get('crm.lead')
-    try:
-        lead = Lead.by_unsubscribe_token(token)
-    except MailSettingError:
-        logger.error("Unsubscribe link refused: no [kraya_crm] link_secret")
-        lead = None
-    if lead is None:
-        return page(404, gettext('kraya_crm.msg_unsubscribe_unknown'),
-            gettext('kraya_crm.msg_unsubscribe_unknown_text'))
-    company = company_name()
-    if request.method == 'POST':
-        Lead.unsubscribe_from_email([lead])
-    elif lead.may_contact('email'):
-        return page(200,
-            gettext('kraya_crm.msg_unsubscribe_question', company=company),
-            gettext('kraya_crm.msg_unsubscribe_question_text'),
-            button=gettext('kraya_crm.msg_unsubscribe_button'))
-    return page(200, gettext('kraya_crm.msg_unsubscribe_done'),
-        gettext('kraya_crm.msg_unsubscribe_done_text', company=company))
-
-
-@app.route('/<database_name>/crm/unsubscribe/<token>',
-    methods=['GET', 'POST'])
-# Some mail apps' browsers post with "Origin: null"; the token is the proof.
-@allow_null_origin
-@with_pool
-def unsubscribe(request, pool, token):
-    if not limiter('unsubscribe', 'unsubscribe_rate_limit', 60).allow(
-            client_ip(request)):
-        return page(429, *TOO_MANY, headers={'Retry-After': '60'})
-    if (request.content_length or 0) > UNSUBSCRIBE_MAX_BYTES:
-        return Response("Request too large", status=413,
-            content_type='text/plain')
-    try:
-        return _unsubscribe(request, pool, token)
-    except Exception:
-        logger.exception("Unsubscribe page failed")
-        return page(503, *BUSY, headers={'Retry-After': '60'})
-
-
-@with_transaction(user=0)
-def _receive(request, pool, body):
-    Message = pool.get('crm.message')
-    try:
-        with Transaction().set_context(company=capture_company()):
-            return json_response({'status': Message.receive_email(body)})
-    except NotAnEmail as exception:
-        pool.get('crm.dead_letter').keep(
-            ENDPOINT, str(exception), body, client_ip(request))
-        return json_response({'error': str(exception)}, status=400)
-
-
-def _keep_failed(pool, reason, body, ip, once=False):
-    with Transaction().start(pool.database_name, 0) as transaction:
-        pool.get('crm.dead_letter').keep(ENDPOINT, reason, body, ip,
-            once=once)
-        transaction.commit()
-
-
-@app.route('/<database_name>/crm/email/inbound', methods=['POST'])
-@with_pool
-def inbound(request, pool):
-    ip = client_ip(request)
-    inbound_secret = secret('email_inbound_secret')
-    if inbound_secret is None:
-        return json_response(
-            {'error': "inbound email not set up: no secret"}, status=403)
-    if not limiter('email_inbound', 'email_inbound_rate_limit', 600).allow(
-            ip):
-        return json_response({'error': "too many requests"}, status=429,
-            headers={'Retry-After': '60'})
-    body = read_body(request,
-        setting('email_inbound_max_bytes', 10 * 1024 * 1024))
-    if body is None:
-        return json_response({'error': "body too large"}, status=413)
-    header = request.headers.get('X-Kraya-Signature')
-    if not header:
-        logger.warning("Inbound email without signature from %s", ip)
-        return json_response({'error': "missing signature"}, status=401)
-    if not signature_valid(body, header, inbound_secret):
-        logger.warning("Inbound email with a bad signature from %s", ip)
-        return json_response({'error': "invalid signature"}, status=403)
-    try:
-        try:
-            return _receive(request, pool, body)
-        except backend.DatabaseIntegrityError:
-            # The same email delivered twice at once: the retry finds it.
-            return _receive(request, pool, body)
-    except backend.DatabaseOperationalError:
-        logger.warning("Inbound email deferred", exc_info=True)
-        return json_response({'error': "busy, retry"}, status=503,
-            headers={'Retry-After': '60'})
-    except NoCompanyError as exception:
-        # Kept, and 503 so that the sender's server delivers it again.
-        logger.error("Inbound email from %s refused (503): %s", ip,
-            exception.message)
-        _keep_failed(pool, exception.message, body, ip, once=True)
-        return json_response({'error': exception.message}, status=503,
-            headers={'Retry-After': '600'})
-    except Exception as exception:
-        # Kept for a manager, and answered 2xx so the sender is not bounced.
-        logger.exception("Inbound email failed")
-        try:
-            _keep_failed(pool, f"processing failed: {exception}", body, ip)
-        except Exception:
-            logger.exception("Inbound email could not be kept")
-            return json_response({'error': "busy, retry"}, status=503)
-        return json_response({'status': 'kept'}, status=202)

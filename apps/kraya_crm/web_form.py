@@ -20,23 +20,16 @@ import urllib.parse
 
 from sql import Null
 
-from trytond import backend
-from trytond.exceptions import UserError
 from trytond.i18n import gettext
 from trytond.model import Index, ModelView, Unique, fields
 from trytond.pool import Pool, PoolMeta
-from trytond.protocols.wrappers import Response, with_pool, with_transaction
 from trytond.pyson import Eval
 from trytond.transaction import Transaction
-from trytond.wsgi import app
 
 from .contact import InvalidPhone, normalize_email, normalize_phone
-from .exceptions import (
-    NoCompanyError, SubmissionRefused, WebFormSettingError)
-from .http import (
-    client_ip, json_response, limiter, public_url, read_body, setting)
+from .exceptions import SubmissionRefused, WebFormSettingError
+from .http import public_url
 from .message import utcnow
-from .capture import capture_company
 
 logger = logging.getLogger(__name__)
 
@@ -595,106 +588,6 @@ class Source(metaclass=PoolMeta):
         return states[0] if states else None
 
 
-# --- HTTP ---
-
-def _take_origin_aside(wsgi_app):
-    def wrapper(environ, start_response):
-        if (CAPTURE_PATH.search(environ.get('PATH_INFO', ''))
-                and 'HTTP_ORIGIN' in environ):
-            environ[ORIGIN_ENVIRON] = environ.pop('HTTP_ORIGIN')
-        return wsgi_app(environ, start_response)
-    wrapper.kraya_capture_origin = True
-    return wrapper
-
-
-if not getattr(app.wsgi_app, 'kraya_capture_origin', False):
-    app.wsgi_app = _take_origin_aside(app.wsgi_app)
-
-
-def cors_headers(source, origin):
-    if not origin:
-        return {}
-    if '*' in origin_lines(source.allowed_origins):
-        return {'Access-Control-Allow-Origin': '*'}
-    return {'Access-Control-Allow-Origin': origin, 'Vary': 'Origin'}
-
-
-def error(status, code, message, field=None, headers=None):
-    answer = {'error': code, 'message': message}
-    if field:
-        answer['field'] = field
-    return json_response(answer, status=status, headers=headers)
-
-
-def _source_for(request, key, origin):
-    "(source, None) or (None, the error response)."
-    Source = Pool().get('crm.source')
-    source = Source.by_capture_key(key)
-    if source is None:
-        return None, error(404, 'unknown_form',
-            gettext('kraya_crm.msg_web_form_unknown_key'))
-    if origin and not origin_allowed(
-            source.allowed_origins, origin, request.host):
-        logger.info("Web form %s refused origin %s", source.id, origin)
-        return None, error(403, 'origin_not_allowed',
-            gettext('kraya_crm.msg_web_form_origin_refused', origin=origin))
-    return source, None
-
-
-@with_transaction(user=0, readonly=True)
-def _preflight(request, pool, key, origin):
-    source, refused = _source_for(request, key, origin)
-    if refused:
-        return refused
-    return Response(status=204, headers={
-            **cors_headers(source, origin),
-            'Access-Control-Allow-Methods': 'POST, OPTIONS',
-            'Access-Control-Allow-Headers': 'Content-Type',
-            'Access-Control-Max-Age': '600',
-            })
-
-
-@with_transaction(user=0)
-def _submit(request, pool, key, origin, body):
-    source, refused = _source_for(request, key, origin)
-    if refused:
-        return refused
-    headers = cors_headers(source, origin)
-    transaction = Transaction()
-    try:
-        payload = parse_body(body, request.headers.get('Content-Type'))
-        if str(payload.get(HONEYPOT) or '').strip():
-            logger.info("Web form %s: honeypot filled from %s",
-                source.id, client_ip(request))
-            return json_response({'ok': True}, headers=headers)
-        with transaction.set_context(company=capture_company()):
-            source.capture_submission(payload)
-    except SubmissionError as exception:
-        transaction.rollback()
-        message = gettext(SUBMISSION_MESSAGES[exception.code],
-            **exception.params)
-        keep_refused_push(source, origin, body, request,
-            f"{exception.field}: {message}")
-        return error(400, exception.code, message, field=exception.field,
-            headers=headers)
-    except NoCompanyError as exception:
-        # Our fault, not the sender's: kept (a browser's too) for replay.
-        transaction.rollback()
-        logger.error("Web form %s refused (503): %s", source.id,
-            exception.message)
-        Pool().get('crm.dead_letter').keep(f'web_form:{source.code}',
-            exception.message, body, client_ip(request), once=True)
-        return error(503, 'not_set_up',
-            "We could not save the form just now. Try again later.",
-            headers={**headers, 'Retry-After': '600'})
-    except UserError as exception:
-        # Refused by the lead's own checks: the same answer, nothing saved.
-        transaction.rollback()
-        keep_refused_push(source, origin, body, request, exception.message)
-        return error(400, 'invalid', exception.message, headers=headers)
-    return json_response({'ok': True}, headers=headers)
-
-
 SUBMISSION_MESSAGES = {
     'invalid_body': 'kraya_crm.msg_web_form_invalid_body',
     'invalid_phone': 'kraya_crm.msg_invalid_phone',
@@ -703,53 +596,3 @@ SUBMISSION_MESSAGES = {
     'too_long': 'kraya_crm.msg_web_form_too_long',
     'not_text': 'kraya_crm.msg_web_form_not_text',
     }
-
-
-def keep_refused_push(source, origin, body, request, reason):
-    """A push from a server (no Origin) that we refuse is kept as a dead
-    letter: no one is at a form to correct it. Browsers show the error."""
-    if origin:
-        return
-    DeadLetter = Pool().get('crm.dead_letter')
-    DeadLetter.keep(f'web_form:{source.code}', reason, body,
-        client_ip(request))
-
-
-@app.route('/<database_name>/crm/capture/<key>', methods=['POST', 'OPTIONS'])
-@with_pool
-def capture(request, pool, key):
-    origin = request.environ.get(ORIGIN_ENVIRON)
-    ip = client_ip(request)
-    # Answers before the source is known may be read by any page.
-    anyone = {'Access-Control-Allow-Origin': '*'} if origin else {}
-    try:
-        if request.method == 'OPTIONS':
-            if not limiter('preflight', 'web_form_preflight_rate_limit',
-                    60).allow(ip):
-                return error(429, 'too_many_requests',
-                    "Too many requests. Try again in a minute.",
-                    headers={**anyone, 'Retry-After': '60'})
-            return _preflight(request, pool, key, origin)
-        if (not limiter('ip', 'web_form_rate_limit', 10).allow(ip)
-                or not limiter('key', 'web_form_source_rate_limit',
-                    300).allow(key)):
-            return error(429, 'too_many_requests',
-                "Too many submissions. Try again in a minute.",
-                headers={**anyone, 'Retry-After': '60'})
-        body = read_body(request, setting('web_form_max_bytes', 64 * 1024))
-        if body is None:
-            return error(413, 'too_large', "The form data is too large.",
-                headers=anyone)
-        try:
-            return _submit(request, pool, key, origin, body)
-        except backend.DatabaseIntegrityError:
-            # The same person posted twice at once: the retry matches.
-            return _submit(request, pool, key, origin, body)
-    except backend.DatabaseOperationalError:
-        logger.warning("Web form capture deferred", exc_info=True)
-        return error(503, 'busy', "Busy. Try again in a minute.",
-            headers={**anyone, 'Retry-After': '5'})
-    except Exception:
-        logger.exception("Web form capture failed")
-        return error(500, 'server_error',
-            "Could not save the form. Try again later.", headers=anyone)

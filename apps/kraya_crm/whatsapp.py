@@ -1,8 +1,5 @@
-"""The WhatsApp Cloud API webhook: Meta posts the messages leads send us
-and the statuses of the messages we sent.
-
-    GET  /<db>/crm/whatsapp/webhook   Meta's verification handshake
-    POST /<db>/crm/whatsapp/webhook   signed deliveries (X-Hub-Signature-256)
+"""What the WhatsApp Cloud API webhook (routes.py) receives: Meta posts the
+messages leads send us and the statuses of the messages we sent.
 
 A delivery is answered in milliseconds: the signature is checked, the
 body parsed and checked, and the body is stored in the inbox with a queued
@@ -18,26 +15,19 @@ import hashlib
 import hmac
 import json
 import logging
-import threading
-import time
-from contextlib import nullcontext
 
-from trytond import backend
 from sql import Null
 from sql.operators import Exists
 
+from trytond import backend
 from trytond.model import Index, Model, ModelSQL, ModelView, fields
 from trytond.pool import Pool, PoolMeta
-from trytond.protocols.wrappers import HTTPStatus, Response, with_pool
 from trytond.transaction import Transaction
-from trytond.wsgi import app
 
 from .batch import run_in_batches
 from .capture import capture_company
 from .consent import is_stop_request
-from .exceptions import NoCompanyError
-from .http import (
-    RateLimiter, client_ip, json_response, read_body, secret, setting)
+from .http import setting
 from .message import utcnow
 
 logger = logging.getLogger(__name__)
@@ -50,25 +40,12 @@ OPT_OUT_ACK = (
 # What a message of each type carries, for the timeline.
 MEDIA_TYPES = {'image', 'document', 'audio', 'video', 'sticker'}
 
-_limiter = None
 # Inbox.accept's SQL by backend (see Inbox._accept_sql).
 _accept_statements = {}
-# SQLite takes one writer at a time and one that finds it busy sleeps in
-# growing steps (up to 100 ms): this process's requests wait here instead,
-# each woken as soon as the one before has committed.
-_sqlite_writer = threading.Lock()
 
 
 class WebhookError(ValueError):
     "The body is JSON but not a WhatsApp Business Account delivery."
-
-
-def limiter():
-    global _limiter
-    if _limiter is None:
-        _limiter = RateLimiter(
-            setting('whatsapp_rate_limit', 6000), seconds=60)
-    return _limiter
 
 
 def signature_valid(body, header, secret):
@@ -389,92 +366,3 @@ class Cron(metaclass=PoolMeta):
         cls.method.selection.append(
             ('crm.whatsapp.inbox|process_pending',
                 "Write pending WhatsApp deliveries"))
-
-
-def verify(request):
-    """Meta's subscription handshake: echo hub.challenge for our token,
-    only once the app secret is ours too (else no delivery would pass)."""
-    token = secret('whatsapp_app_secret') and secret('whatsapp_verify_token')
-    args = request.args
-    if (args.get('hub.mode') == 'subscribe' and token
-            and hmac.compare_digest(
-                args.get('hub.verify_token', '').encode(), token.encode())):
-        return Response(args.get('hub.challenge', ''), status=200,
-            content_type='text/plain')
-    logger.warning("WhatsApp verification refused from %s", client_ip(request))
-    return Response('Forbidden', status=HTTPStatus.FORBIDDEN)
-
-
-def keep_dead_letter(database_name, reason, body, remote_addr, once=False):
-    with Transaction().start(database_name, 0) as transaction:
-        Pool().get('crm.dead_letter').keep(
-            ENDPOINT, reason, body, remote_addr, once=once)
-        transaction.commit()
-
-
-@app.route('/<database_name>/crm/whatsapp/webhook', methods=['GET', 'POST'])
-@with_pool
-def webhook(request, pool):
-    if request.method == 'GET':
-        return verify(request)
-    ip = client_ip(request)
-    app_secret = secret('whatsapp_app_secret')
-    if app_secret is None:
-        return json_response(
-            {'error': "webhook not set up: no app secret"}, status=403)
-    if not limiter().allow(ip):
-        return json_response({'error': "too many requests"}, status=429,
-            headers={'Retry-After': '60'})
-    body = read_body(request, setting('whatsapp_max_bytes', 512 * 1024))
-    if body is None:
-        return json_response({'error': "body too large"}, status=413)
-    header = request.headers.get('X-Hub-Signature-256')
-    if not header:
-        logger.warning("WhatsApp webhook without signature from %s", ip)
-        return json_response({'error': "missing signature"}, status=401)
-    if not signature_valid(body, header, app_secret):
-        logger.warning("WhatsApp webhook with a bad signature from %s", ip)
-        return json_response({'error': "invalid signature"}, status=403)
-    database_name = pool.database_name
-    WhatsApp = pool.get('crm.whatsapp.webhook')
-    try:
-        WhatsApp.parse(body)
-    except WebhookError as exception:
-        keep_dead_letter(database_name, str(exception), body, ip)
-        return json_response({'error': str(exception)}, status=400)
-    try:
-        _accept(pool, body)
-    except backend.DatabaseOperationalError:
-        # Busy or down: Meta retries non-2xx deliveries.
-        logger.warning("WhatsApp webhook deferred", exc_info=True)
-        return json_response({'error': "busy, retry"}, status=503)
-    except NoCompanyError as exception:
-        logger.error("WhatsApp delivery from %s refused (503, Meta delivers "
-            "it again): %s", ip, exception.message)
-        keep_dead_letter(database_name, exception.message, body, ip,
-            once=True)
-        return json_response({'error': exception.message}, status=503,
-            headers={'Retry-After': '600'})
-    return json_response({'status': 'accepted'})
-
-
-def _accept(pool, body, tries=3):
-    """Store the body in the inbox, retried when the database is busy; the
-    queued task runs in this process when there is no worker."""
-    from trytond.worker import run_task
-    for attempt in range(1, tries + 1):
-        try:
-            with Transaction().start(pool.database_name, 0) as transaction, \
-                    (_sqlite_writer if backend.name == 'sqlite'
-                        else nullcontext()):
-                # Raises NoCompanyError: no lead could be made of it.
-                capture_company()
-                pool.get('crm.whatsapp.inbox').accept(body)
-                transaction.commit()
-            break
-        except backend.DatabaseOperationalError:
-            if attempt == tries:
-                raise
-            time.sleep(0.02 * attempt)
-    while transaction.tasks:
-        run_task(pool, transaction.tasks.pop())
