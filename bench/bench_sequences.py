@@ -524,33 +524,6 @@ def run_worker(kind, site, **options):
     return json.loads(output.strip().splitlines()[-1])
 
 
-class SMTPSink:
-    """A real SMTP server on 127.0.0.1 that drops what it is sent:
-    marketing_automation's `do` opens an SMTP connection at each commit,
-    even with nothing to send, and pays for it here as it would live."""
-
-    def __init__(self):
-        import socket
-        from aiosmtpd.controller import Controller
-        from aiosmtpd.handlers import Sink
-        with socket.socket() as sock:
-            sock.bind(('127.0.0.1', 0))
-            self.port = sock.getsockname()[1]
-        self._controller = Controller(Sink(), hostname='127.0.0.1',
-            port=self.port)
-
-    @property
-    def uri(self):
-        return f'smtp://127.0.0.1:{self.port}'
-
-    def start(self):
-        self._controller.start()
-        return self
-
-    def stop(self):
-        self._controller.stop()
-
-
 def point_at_servers(site, simulator, smtp):
     "The site's WhatsApp and email settings: the servers of this process."
     config = configparser.ConfigParser(interpolation=None)
@@ -731,14 +704,17 @@ def main(argv=None):
         parser.error('--due must be between 1 and --enrollments')
 
     sys.path.insert(0, str(ROOT / 'apps'))
-    from kraya_crm.whatsapp_sim import Simulator
+    from kraya_peers.smtp import SmtpSink
+    from kraya_peers.whatsapp import Simulator
     # Distinct recipients and no status webhooks: the sends alone.
     simulator = Simulator(port=0, webhook_url=None,
         app_secret=secrets.token_urlsafe(16),
         access_token=secrets.token_urlsafe(16),
         phone_number_id=PHONE_NUMBER_ID, throughput=THROUGHPUT,
         pair_interval=0, statuses=[]).start()
-    smtp = SMTPSink().start()
+    # marketing_automation's `do` opens an SMTP connection at each commit,
+    # even with nothing to send, and pays for it here as it would live.
+    smtp = SmtpSink(keep=False).start()
     databases = {'SQLite': None}
     server = None if args.no_postgresql else postgresql_server()
     if server:

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from kraya_crm import sites
-from kraya_crm.whatsapp_sim import Simulator
+from kraya_peers.smtp import SmtpSink
+from kraya_peers.whatsapp import Simulator
 
-from .mail_server import MailServer
 from .rpc import RpcSession
 
 TEST_DATABASE = os.environ.get('KRAYA_TEST_DATABASE', '').rstrip('/')
@@ -85,7 +85,7 @@ def crm_site(tmp_path_factory):
         access_token=conf.get('kraya_crm', 'whatsapp_access_token'),
         phone_number_id=conf.get('kraya_crm', 'whatsapp_phone_number_id'),
         ).start()
-    mail = MailServer().start()
+    mail = SmtpSink().start()
     configure(site, {
             ('kraya_crm', 'whatsapp_api_url'): whatsapp.url,
             ('email', 'uri'): f'smtp://127.0.0.1:{mail.port}',

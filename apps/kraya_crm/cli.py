@@ -189,7 +189,7 @@ def cmd_whatsapp_sim(args):
     "Run a local WhatsApp Cloud API that posts webhooks to the site."
     import logging
     import urllib.parse
-    from .whatsapp_sim import Simulator
+    from kraya_peers.whatsapp import Simulator
     site = Site(args.site)
     if not site.exists():
         raise SiteError(f'no site "{args.site}"')
@@ -219,7 +219,7 @@ def cmd_mail_sink(args):
     "Run a local SMTP server that keeps the site's emails as .eml files."
     import logging
     import urllib.parse
-    from .mail_sink import serve
+    from kraya_peers.smtp import SmtpSink
     site = Site(args.site)
     if not site.exists():
         raise SiteError(f'no site "{args.site}"')
@@ -233,7 +233,8 @@ def cmd_mail_sink(args):
     print(f'Mail sink at smtp://127.0.0.1:{port}, emails kept in {folder}. '
         'Ctrl-C stops it.', flush=True)
     try:
-        serve(folder, port=port)
+        # Filed, not kept: a demo that runs for weeks must not fill memory.
+        SmtpSink(port=port, folder=folder, keep=False).serve_forever()
     except OSError as exception:
         raise SiteError(f'cannot listen on port {port}: {exception}')
 

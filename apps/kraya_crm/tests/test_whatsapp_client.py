@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from kraya_crm.whatsapp_client import WhatsAppClient
-from kraya_crm.whatsapp_sim import Simulator
+from kraya_peers.whatsapp import Simulator
 
 SECRET = 'test-app-secret'
 TOKEN = 'test-access-token'

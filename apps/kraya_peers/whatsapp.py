@@ -17,7 +17,7 @@ the 24-hour window for free-form text, numbers not on WhatsApp) and answers
 with Meta's error shapes and HTTP statuses. Accepted sends get signed
 status webhooks (sent, delivered, read) from a background thread.
 
-    python -m kraya_crm.whatsapp_sim --port 8100 --webhook-url URL \\
+    python -m kraya_peers.whatsapp --port 8100 --webhook-url URL \\
         --app-secret S --access-token T --phone-number-id ID
 
 This file imports nothing of trytond or of the client: it is the other
@@ -586,7 +586,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='python -m kraya_crm.whatsapp_sim',
+    parser = argparse.ArgumentParser(prog='python -m kraya_peers.whatsapp',
         description="A local WhatsApp Cloud API for the demo and the tests.")
     parser.add_argument('--host', default='127.0.0.1')
     parser.add_argument('--port', type=int, default=8100)
