@@ -5,7 +5,7 @@ import sys
 import time
 from pathlib import Path
 
-from .sites import Site, SiteError
+from .sites import SiteError, site_named
 
 # The paths a site's processes get from ./crm (see Site.environ).
 SITE_PATHS = ['KRAYA_ROOT', 'TRYTOND_DATABASE__PATH', 'TRYTOND_WEB__ROOT']
@@ -27,14 +27,6 @@ def cmd_import(args):
     print(summary.text())
     if report_path:
         print(f'Problems, row by row: {report_path}')
-
-
-def site_named(name):
-    "A site by name (under sites/), or by its folder's path."
-    if os.sep in name:
-        path = Path(name).resolve()
-        return Site(path.name, root=path.parent)
-    return Site(name)
 
 
 def errors_path(path):
