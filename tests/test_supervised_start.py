@@ -62,12 +62,24 @@ class Started:
     def text(self):
         return self.output.read_text()
 
+    def supervisorctl(self, *args):
+        return subprocess.run([sites.bin_path('supervisorctl'),
+                '-c', str(self.site.path / 'supervisord.conf'), *args],
+            capture_output=True, text=True).stdout
+
     def pid(self, name):
         "The process's pid as supervisord knows it, 0 when not running."
-        answer = subprocess.run([sites.bin_path('supervisorctl'),
-                '-c', str(self.site.path / 'supervisord.conf'), 'pid', name],
-            capture_output=True, text=True)
-        return int(answer.stdout) if answer.stdout.strip().isdigit() else 0
+        answer = self.supervisorctl('pid', name).strip()
+        return int(answer) if answer.isdigit() else 0
+
+    def running(self, name):
+        """The pid of the process once it has run past its start (a death
+        sooner is a crash loop, backed off)."""
+        pid = eventually(lambda: 'RUNNING' in self.supervisorctl(
+                'status', name) and self.pid(name), timeout=60)
+        # Never 0: os.kill(0, ...) would signal the tests' own group.
+        assert pid, f'{name} never ran:\n{self.text()}'
+        return pid
 
     def restarted(self, name, old_pid, timeout=BACK_WITHIN):
         "The new pid of the process once supervisord runs it again."
@@ -167,12 +179,12 @@ def test_killed_worker_and_web_are_restarted_and_every_answered_delivery_becomes
     deliveries.start()
     try:
         assert deliveries.accepted_more(10)
-        worker = started.pid('worker')
+        worker = started.running('worker')
         os.kill(worker, signal.SIGKILL)
         assert started.restarted('worker', worker), started.text()
         assert deliveries.accepted_more(10)
 
-        web = started.pid('web')
+        web = started.running('web')
         os.kill(web, signal.SIGKILL)
         assert started.restarted('web', web), started.text()
         assert eventually(lambda: answers(demo_site.url),
@@ -197,12 +209,10 @@ def test_killed_worker_and_web_are_restarted_and_every_answered_delivery_becomes
 
 
 def test_ctrl_c_after_a_crash_leaves_no_process_behind(demo_site, started):
-    assert eventually(lambda: started.pid('worker') and started.pid('cron'),
-        timeout=60), started.text()
     # Killed, trytond-worker and trytond-cron leave their pools behind for
     # the listener to clean; the new ones get a pool of their own.
     for name in ['worker', 'cron']:
-        pid = started.pid(name)
+        pid = started.running(name)
         os.kill(pid, signal.SIGKILL)
         assert started.restarted(name, pid), started.text()
     assert started.ctrl_c() == 0, started.text()
