@@ -6,8 +6,9 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
-from . import business, settings, sites
+from . import business, settings, sites, supervise
 from .sites import Site, SiteError
 
 DEMO_LOGINS = [
@@ -24,38 +25,56 @@ def cmd_start(args):
     "Set up everything on first run, then run web, cron and worker."
     sites.ensure_sao()
     sites.install_desk_customisation()
-    site = Site(args.site)
+    site = sites.site_named(args.site)
     if not site.exists():
         raise SiteError(
             f'no site "{args.site}": create it with ./crm new-site {args.site}')
     if not site.database_exists():
         print(f'Creating site "{site.name}" with demo data '
             '(first run, about a minute)...', flush=True)
-        sites.new_site(site.name, demo=True)
+        sites.new_site(site.name, demo=True, root=site.root)
     elif not site.is_up_to_date():
         print('The code changed since the last start: updating the '
             'database (./crm migrate)...', flush=True)
         site.migrate()
+    processes = supervise.site_commands(site, site_processes(site))
     print_banner(site)
     print_setting_warnings(site)
     env = site.environ()
-    env['KRAYA_CONFIG'] = str(site.config_file)
-    env['KRAYA_DATABASE'] = site.database
-    env['KRAYA_SITE'] = site.name
     env['PATH'] = os.path.dirname(sys.executable) + os.pathsep + env['PATH']
-    honcho = sites.bin_path('honcho')
-    os.chdir(sites.ROOT)
-    os.execve(honcho, [honcho, 'start', '-f', str(sites.ROOT / 'Procfile'),
-            *site_processes(site)], env)
+    status = supervise.run(site, processes, env)
+    if status:
+        raise SiteError(f'supervisord exited with {status}: see '
+            f'{supervise.log_folder(site)}/supervisord.log')
+
+
+def cmd_service_files(args):
+    "Write systemd units that run and restart a site's processes."
+    site = sites.site_named(args.site)
+    if not site.exists():
+        raise SiteError(f'no site "{args.site}"')
+    out = Path(args.out) if args.out else site.path / 'systemd'
+    out.mkdir(parents=True, exist_ok=True)
+    units = supervise.systemd_units(
+        site, supervise.site_commands(site, site_processes(site)))
+    for name, text in units.items():
+        (out / name).write_text(text)
+    print(f'Wrote {len(units)} systemd units to {out}. Install them with:')
+    print(f'  sudo cp {out}/kraya-{site.name}* /etc/systemd/system/')
+    print('  sudo systemctl daemon-reload')
+    print(f'  sudo systemctl enable --now kraya-{site.name}.target')
 
 
 def site_processes(site):
-    """The Procfile's processes a site runs: web, cron and worker, and the
+    """The Procfile's processes a site runs: web, cron and worker (when
+    [queue] worker is on: else it has nothing to do and exits), and the
     local WhatsApp simulator and mail sink when its settings point at this
     machine (the demo); a production site talks to Meta and a real SMTP
     server instead."""
     config = site.config()
-    processes = ['web', 'cron', 'worker']
+    processes = ['web', 'cron']
+    if config.getboolean('queue', 'worker', fallback=False):
+        processes.append('worker')
     if is_local(config.get('kraya_crm', 'whatsapp_api_url', fallback='')):
         processes.append('whatsapp')
     if is_local(config.get('email', 'uri', fallback='')):
@@ -178,7 +197,7 @@ def ask_password():
 
 def cmd_migrate(args):
     "Update a site's database after a code change."
-    site = Site(args.site)
+    site = sites.site_named(args.site)
     if not site.exists():
         raise SiteError(f'no site "{args.site}"')
     site.migrate()
@@ -190,7 +209,7 @@ def cmd_whatsapp_sim(args):
     import logging
     import urllib.parse
     from kraya_peers.whatsapp import Simulator
-    site = Site(args.site)
+    site = sites.site_named(args.site)
     if not site.exists():
         raise SiteError(f'no site "{args.site}"')
     config = site.config()
@@ -220,7 +239,7 @@ def cmd_mail_sink(args):
     import logging
     import urllib.parse
     from kraya_peers.smtp import SmtpSink
-    site = Site(args.site)
+    site = sites.site_named(args.site)
     if not site.exists():
         raise SiteError(f'no site "{args.site}"')
     uri = urllib.parse.urlsplit(
@@ -273,8 +292,17 @@ def parser():
     commands = root.add_subparsers(dest='command', metavar='COMMAND')
 
     start = commands.add_parser('start', help=cmd_start.__doc__)
-    start.add_argument('--site', default='default')
+    start.add_argument('--site', default='default',
+        help="a site's name, or the path of its folder")
     start.set_defaults(func=cmd_start)
+
+    service_files = commands.add_parser(
+        'service-files', help=cmd_service_files.__doc__)
+    service_files.add_argument('--site', default='default',
+        help="a site's name, or the path of its folder")
+    service_files.add_argument('--out', metavar='DIR',
+        help="where to write them (default: sites/NAME/systemd)")
+    service_files.set_defaults(func=cmd_service_files)
 
     test = commands.add_parser('test', help=cmd_test.__doc__)
     test.add_argument('pytest_args', nargs=argparse.REMAINDER,

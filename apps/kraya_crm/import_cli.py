@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from .sites import Site, SiteError
+from .sites import SiteError, site_named
 
 class ImportRun(NamedTuple):
     "What ./crm import did: the summary, its text, the problems' file."
@@ -35,14 +35,6 @@ def cmd_import(args):
     print(run.text)
     if run.report_path:
         print(f'Problems, row by row: {run.report_path}')
-
-
-def site_named(name):
-    "A site by name (under sites/), or by its folder's path."
-    if os.sep in name:
-        path = Path(name).resolve()
-        return Site(path.name, root=path.parent)
-    return Site(name)
 
 
 def errors_path(path):

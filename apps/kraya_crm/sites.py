@@ -40,7 +40,8 @@ class Site:
 
     def __init__(self, name, root=None):
         self.name = name
-        self.path = (Path(root) if root else SITES) / name
+        self.root = Path(root) if root else None
+        self.path = (self.root or SITES) / name
         self.config_file = self.path / 'trytond.conf'
 
     @property
@@ -166,10 +167,16 @@ class Site:
         "The environment of every process of the site (see trytond.conf)."
         env = os.environ.copy()
         env.pop('TRYTOND_CONFIG', None)
-        env['KRAYA_ROOT'] = str(ROOT)
-        env['TRYTOND_DATABASE__PATH'] = str(self.path.resolve())
-        env['TRYTOND_WEB__ROOT'] = str(SAO_DIR)
+        env.update(self.variables())
         return env
+
+    def variables(self):
+        "What the site's processes need set, beyond the machine's usual."
+        return {
+            'KRAYA_ROOT': str(ROOT),
+            'TRYTOND_DATABASE__PATH': str(self.path.resolve()),
+            'TRYTOND_WEB__ROOT': str(SAO_DIR),
+            }
 
     def drop_database(self):
         if self.is_sqlite:
@@ -183,6 +190,14 @@ class Site:
         if self.exists():
             self.drop_database()
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def site_named(name):
+    "A site by name (under sites/), or by its folder's path."
+    if os.sep in name:
+        path = Path(name).resolve()
+        return Site(path.name, root=path.parent)
+    return Site(name)
 
 
 def new_site(name, db_uri=None, demo=False, admin_password=None,
