@@ -16,5 +16,5 @@ if TEST_DATABASE:
 def pytest_sessionfinish(session, exitstatus):
     if not TEST_DATABASE:
         return
-    from kraya_crm.sites import _pg_drop
+    from kraya_site.sites import _pg_drop
     _pg_drop(TEST_DATABASE + '/', os.environ['DB_NAME'])

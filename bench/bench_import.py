@@ -114,8 +114,8 @@ def generate(path, rows, seed=2026):
 
 def worker(args):
     sys.path.insert(0, str(ROOT / 'apps'))
-    from kraya_crm.import_cli import run_import, use_site
-    from kraya_crm.sites import Site
+    from kraya_site.import_cli import run_import, use_site
+    from kraya_site.sites import Site
     site = Site(args.site, root=args.site_root)
     use_site(site)
     path = Path(args.file)
@@ -134,7 +134,7 @@ def worker(args):
     else:
         from trytond.pool import Pool
         from trytond.transaction import Transaction
-        from kraya_crm.import_cli import user_context
+        from kraya_site.import_cli import user_context
         Pool(site.database).init()
         with Transaction().start(site.database, 0, readonly=True):
             user_id, context = user_context('admin')
@@ -162,7 +162,7 @@ def import_rolled_back(site, path):
     import io
     from trytond.pool import Pool
     from trytond.transaction import Transaction
-    from kraya_crm.import_cli import user_context
+    from kraya_site.import_cli import user_context
     from kraya_crm.lead_import import ProblemReport
     Pool(site.database).init()
     with Transaction().start(site.database, 0, readonly=True):
@@ -273,7 +273,7 @@ def run_worker(kind, site, path, **options):
 
 def bench_database(name, db_uri, path, small_path, sample):
     sys.path.insert(0, str(ROOT / 'apps'))
-    from kraya_crm import sites
+    from kraya_site import sites
     root = Path(tempfile.mkdtemp(prefix='kraya-bench-'))
     site_name = f'bench_{name}_{os.getpid()}'
     print(f'[{name}] creating a demo site...', flush=True)

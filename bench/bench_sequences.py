@@ -58,8 +58,8 @@ TEMPLATE = 'bench_follow_up'
 
 def worker(args):
     sys.path.insert(0, str(ROOT / 'apps'))
-    from kraya_crm.import_cli import use_site, user_context
-    from kraya_crm.sites import Site
+    from kraya_site.import_cli import use_site, user_context
+    from kraya_site.sites import Site
     site = Site(args.site, root=args.site_root)
     use_site(site)
     from trytond.pool import Pool
@@ -542,7 +542,7 @@ def point_at_servers(site, simulator, smtp):
 
 def bench_database(name, db_uri, simulator, smtp, args):
     sys.path.insert(0, str(ROOT / 'apps'))
-    from kraya_crm import sites
+    from kraya_site import sites
     # The peer's engine runs on the same site.
     sites.MODULES = [*sites.MODULES, 'marketing_automation']
     root = Path(tempfile.mkdtemp(prefix='kraya-bench-'))

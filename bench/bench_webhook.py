@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.machine import (  # noqa: E402
     postgresql_server, record_results)
-from kraya_crm import sites  # noqa: E402
+from kraya_site import sites  # noqa: E402
 from tests.conftest import eventually, free_port, wait_for  # noqa: E402
 from tests.rpc import RpcSession  # noqa: E402
 from tests.whatsapp_payloads import WebhookClient, inbound  # noqa: E402
@@ -272,7 +272,7 @@ def bench(db_uri, label, count, clients, with_gunicorn):
         print(f'[{label}] the worker writes the deliveries...', flush=True)
         started = time.perf_counter()
         worker = subprocess.Popen(
-            [sites.bin_path('python'), '-m', 'kraya_crm.worker', *config],
+            [sites.bin_path('python'), '-m', 'kraya_site.worker', *config],
             env=site.environ(), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
         # Meanwhile more deliveries come in, as they do in production.
@@ -350,7 +350,7 @@ def raw_sql_bound(site, lead, count):
         sql = f'INSERT INTO crm_message ({columns}) VALUES ({", ".join("?" * 9)})'
     else:
         import psycopg
-        from kraya_crm.sites import _split_db_uri
+        from kraya_site.sites import _split_db_uri
         server, _ = _split_db_uri(site.database_uri)
         conn = psycopg.connect(server.rstrip('/') + '/' + site.database)
         sql = f'INSERT INTO crm_message ({columns}) VALUES ({", ".join(["%s"] * 9)})'

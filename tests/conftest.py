@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kraya_crm import sites
+from kraya_site import sites
 from kraya_peers.smtp import SmtpSink
 from kraya_peers.whatsapp import Simulator
 
@@ -115,7 +115,7 @@ def serving(site, log_path):
     web = subprocess.Popen([sites.bin_path('trytond'), *config],
         env=site.environ(), stdout=log, stderr=subprocess.STDOUT)
     worker = subprocess.Popen(
-        [sites.bin_path('python'), '-m', 'kraya_crm.worker', *config],
+        [sites.bin_path('python'), '-m', 'kraya_site.worker', *config],
         env=site.environ(), stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for(site.url, web)

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from kraya_crm import sites
+from kraya_site import sites
 
 from .conftest import TEST_DATABASE, eventually
 
@@ -240,7 +240,7 @@ def test_opted_out_lead_gets_only_the_acknowledgement(
 def start_worker(crm_site):
     site = crm_site.site
     return subprocess.Popen([sites.bin_path('python'), '-m',
-            'kraya_crm.worker', '-c', str(site.config_file),
+            'kraya_site.worker', '-c', str(site.config_file),
             '-d', site.database], env=site.environ(),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kraya_crm import sites
+from kraya_site import sites
 from kraya_crm.settings import DEMO_VALUES
 
 from .conftest import TEST_DATABASE, RunningSite, eventually, free_port, serving

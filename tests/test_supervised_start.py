@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kraya_crm import sites, supervise
+from kraya_site import sites, supervise
 
 from .conftest import (
     TEST_DATABASE, RunningSite, configure, eventually, free_port)
@@ -53,7 +53,7 @@ class Started:
         self.output = site.path / 'start.log'
         with open(self.output, 'w') as output:
             self.process = subprocess.Popen(
-                [sys.executable, '-m', 'kraya_crm.cli', 'start',
+                [sys.executable, '-m', 'kraya_site.cli', 'start',
                     '--site', str(site.path)],
                 env=dict(os.environ, KRAYA_ROOT=str(sites.ROOT)),
                 stdout=output, stderr=subprocess.STDOUT,

@@ -63,7 +63,7 @@ def run_import(site, path, source, dry_run=False, consent_basis=None,
     from trytond.pool import Pool
     from trytond.transaction import Transaction
 
-    from .lead_import import ProblemReport
+    from kraya_crm.lead_import import ProblemReport
 
     database = site.database
     Pool(database).init()
@@ -116,7 +116,7 @@ def user_context(login):
     with Transaction().set_user(user.id):
         context = User.get_preferences(context_only=True)
     if not context.get('company'):
-        from .capture import capture_company
+        from kraya_crm.capture import capture_company
         # A site without any company says so (NoCompanyError) first.
         capture_company()
         raise SiteError(f'user "{login}" has no company: set one in the desk '

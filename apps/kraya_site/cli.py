@@ -1,5 +1,5 @@
 """./crm: set up and run Kraya CRM. The bash script `crm` makes the
-virtualenv and hands over here."""
+virtualenv and hands over here (python -m kraya_site.cli)."""
 import argparse
 import getpass
 import os
@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import business, settings, sites, supervise
+from . import business, sites, supervise
 from .sites import Site, SiteError
 
 DEMO_LOGINS = [
@@ -100,6 +100,7 @@ def print_banner(site):
 
 def print_setting_warnings(site):
     "Say which secret settings the site still has to fill, and where from."
+    from kraya_crm import settings
     config = site.config()
 
     def get(name):
@@ -271,6 +272,22 @@ def cmd_test(args):
     sys.exit(result.returncode)
 
 
+def cmd_lock(args):
+    """Pin every Python package, with its hashes, in requirements.lock
+    (kept versions unless --upgrade); ./crm installs from it."""
+    uv = sites.bin_path('uv')
+    if not os.path.exists(uv):
+        subprocess.run([sys.executable, '-m', 'pip', 'install', '--quiet',
+                'uv'], check=True)
+    os.chdir(sites.ROOT)
+    # Universal: one lock for every Python from 3.11 and every platform.
+    subprocess.run([uv, 'pip', 'compile', 'pyproject.toml', '--extra',
+            'test', '--generate-hashes', '--universal', '--python-version',
+            '3.11', '--custom-compile-command', './crm lock',
+            '-o', 'requirements.lock',
+            *(['--upgrade'] if args.upgrade else [])], check=True)
+
+
 def ensure_chromium():
     "Debian's chromium drives the browser tests; a test tool cannot fetch one."
     if shutil.which('chromium') or os.path.exists('/usr/bin/chromium'):
@@ -330,6 +347,11 @@ def parser():
     setup_company.add_argument('--site', default='default')
     add_business_options(setup_company)
     setup_company.set_defaults(func=cmd_setup_company)
+
+    lock = commands.add_parser('lock', help=cmd_lock.__doc__)
+    lock.add_argument('--upgrade', action='store_true',
+        help="move every package to its newest version within pyproject.toml")
+    lock.set_defaults(func=cmd_lock)
 
     migrate = commands.add_parser('migrate', help=cmd_migrate.__doc__)
     migrate.add_argument('--site', default='default')

@@ -101,7 +101,7 @@ def supervisord_config(site, processes, colour=False):
     "supervisord.conf for running the processes in the foreground."
     logs = log_folder(site)
     socket = site.path / 'supervisor.sock'
-    listener = [sys.executable, '-m', 'kraya_crm.supervise', 'listen',
+    listener = [sys.executable, '-m', 'kraya_site.supervise', 'listen',
         '--logs', str(logs), *(p.name for p in processes)]
     if colour:
         listener.append('--colour')
@@ -359,7 +359,7 @@ def listen(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='python -m kraya_crm.supervise')
+    parser = argparse.ArgumentParser(prog='python -m kraya_site.supervise')
     commands = parser.add_subparsers(dest='command', required=True)
     listener = commands.add_parser('listen', help=listen.__doc__)
     listener.add_argument('names', nargs='+')

@@ -3,10 +3,10 @@ import configparser
 import unittest
 from pathlib import Path
 
-from ..business import BusinessError, check, check_gstin, indian_state
-from ..settings import DEMO_VALUES, refusal
+from kraya_site.business import BusinessError, check, check_gstin, indian_state
+from kraya_crm.settings import DEMO_VALUES, refusal
 
-TEMPLATE = Path(__file__).resolve().parents[3] / 'sites' / 'default' / \
+TEMPLATE = Path(__file__).resolve().parents[1] / 'sites' / 'default' / \
     'trytond.conf'
 
 

@@ -11,20 +11,24 @@ import tempfile
 import urllib.parse
 from pathlib import Path
 
-from .settings import DEMO_VALUES
 
 ROOT = Path(os.environ.get('KRAYA_ROOT') or Path.cwd()).resolve()
 SITES = ROOT / 'sites'
 TEMPLATE = SITES / 'default' / 'trytond.conf'
 SAO_VERSION = '8.0.11'
 SAO_DIR = ROOT / '.sao'
+# The lock of sao's npm libraries (refresh: see README, "Dependencies").
+SAO_LOCK = Path(__file__).parent / 'sao' / 'package-lock.json'
 MODULES = ['kraya_crm']
 DEMO_ADMIN_PASSWORD = 'admin'
 # [kraya_crm] secrets each new site gets its own of, not the demo's.
 SITE_SECRETS = ('link_secret', 'email_inbound_secret')
 # The settings a site that is not a demo is given (by new-site options) or
 # left empty, never the demo's: its WhatsApp app and number are its own.
-WHATSAPP_SETTINGS = tuple(k for k in DEMO_VALUES if k not in SITE_SECRETS)
+# (kraya_crm.settings.DEMO_VALUES holds their demo values.)
+WHATSAPP_SETTINGS = (
+    'whatsapp_verify_token', 'whatsapp_app_secret', 'whatsapp_api_url',
+    'whatsapp_phone_number_id', 'whatsapp_access_token')
 
 
 class SiteError(Exception):
@@ -149,7 +153,7 @@ class Site:
 
     def set_up_business(self, business):
         "Create the company and the Indian setup (see business.py)."
-        _run([sys.executable, '-m', 'kraya_crm.business',
+        _run([sys.executable, '-m', 'kraya_site.business',
                 '--config', str(self.config_file),
                 '--database', self.database,
                 '--company', business.name, '--state', business.state,
@@ -159,7 +163,7 @@ class Site:
             env=self.environ())
 
     def load_demo(self):
-        _run([sys.executable, str(ROOT / 'fixtures' / 'demo.py'),
+        _run([sys.executable, '-m', 'kraya_site.demo',
                 '--config', str(self.config_file),
                 '--database', self.database], env=self.environ())
 
@@ -234,11 +238,17 @@ def new_site(name, db_uri=None, demo=False, admin_password=None,
     return site
 
 
+def module_folder():
+    "Where the kraya_crm module is, found without importing it (and trytond)."
+    import importlib.util
+    return Path(importlib.util.find_spec('kraya_crm').origin).parent
+
+
 def module_fingerprint():
     "A hash of the module's code, models and views."
     import hashlib
     digest = hashlib.sha256()
-    package = Path(__file__).parent
+    package = module_folder()
     for path in sorted(package.rglob('*')):
         if path.suffix in {'.py', '.xml', '.cfg'} and 'tests' not in path.parts:
             digest.update(str(path.relative_to(package)).encode())
@@ -250,8 +260,9 @@ def ensure_sao():
     "Install the sao web client (the desk) from npm into .sao/ once."
     index = SAO_DIR / 'dist' / 'tryton-sao.js'
     marker = SAO_DIR / '.kraya-sao-version'
+    lock = SAO_LOCK.read_text()
     if index.exists() and marker.exists() and \
-            marker.read_text().strip() == SAO_VERSION and \
+            marker.read_text() == _sao_stamp(lock) and \
             (SAO_DIR / 'node_modules' / 'jquery').exists():
         return
     if not shutil.which('npm'):
@@ -269,14 +280,22 @@ def ensure_sao():
         with tarfile.open(tarball) as tar:
             tar.extractall(tmp, filter='data')
         shutil.move(str(Path(tmp) / 'package'), str(SAO_DIR))
-    _run(['npm', 'install', '--omit=dev', '--legacy-peer-deps', '--no-audit',
+    # sao's libraries at the versions of our lock, as CI passed with them.
+    (SAO_DIR / 'package-lock.json').write_text(lock)
+    _run(['npm', 'ci', '--omit=dev', '--legacy-peer-deps', '--no-audit',
             '--no-fund', '--loglevel=error'], cwd=SAO_DIR)
-    marker.write_text(SAO_VERSION + '\n')
+    marker.write_text(_sao_stamp(lock))
+
+
+def _sao_stamp(lock):
+    "What .sao was installed from: sao's version and our lock's hash."
+    import hashlib
+    return f'{SAO_VERSION} {hashlib.sha256(lock.encode()).hexdigest()}\n'
 
 
 def install_desk_customisation():
     "Copy our desk stylesheet and script next to sao's index.html."
-    static = Path(__file__).parent / 'static'
+    static = module_folder() / 'static'
     for name in ['custom.css', 'custom.js']:
         if (static / name).exists():
             shutil.copy(static / name, SAO_DIR / name)

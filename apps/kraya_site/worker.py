@@ -3,7 +3,7 @@ LISTEN/NOTIFY. SQLite has no notifications and trytond-worker refuses it,
 so there one process polls ir.queue: the same tasks, run the same way,
 off the request that queued them.
 
-    python -m kraya_crm.worker -c sites/default/trytond.conf -d default
+    python -m kraya_site.worker -c sites/default/trytond.conf -d default
 """
 import logging
 import time

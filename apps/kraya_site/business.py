@@ -5,7 +5,7 @@ grouping, the company in INR on Asia/Kolkata, and the admin in it as a CRM
 Manager. ./crm new-site runs it for every site, before the demo loader
 adds its data to a demo site; the stages and sources come with the module.
 
-    python -m kraya_crm.business --config sites/acme/trytond.conf \\
+    python -m kraya_site.business --config sites/acme/trytond.conf \\
         --database acme --company "Acme Traders" --state MH
 
 The checks (state, GSTIN) need no database, so ./crm asks again or stops
