@@ -55,3 +55,19 @@ class RpcSession:
     def model(self, model, method, *args):
         "Call model.<model>.<method>(*args, context) as the desk does."
         return self.call(f'model.{model}.{method}', *args, self.context)
+
+    # Tryton's search methods take offset, limit and order by position;
+    # these name them, so that a test never reads as "0, None, None".
+    def search(self, model, domain, *, order=None, offset=0, limit=None):
+        "The ids of the records of model matching domain."
+        return self.model(model, 'search', domain, offset, limit, order)
+
+    def search_read(self, model, domain, fields, *, order=None, offset=0,
+            limit=None):
+        "[{'id': ..., field: value}] of the records matching domain."
+        return self.model(model, 'search_read', domain, offset, limit, order,
+            fields)
+
+    def search_count(self, model, domain):
+        "How many records of model match domain."
+        return self.model(model, 'search_count', domain)
