@@ -127,6 +127,18 @@ def serving(site, log_path):
         log.close()
 
 
+@pytest.fixture(scope='session')
+def manager(crm_site):
+    "The demo's CRM Manager over JSON-RPC, one session for the whole run."
+    return crm_site.login('manager')
+
+
+@pytest.fixture(scope='session')
+def admin(crm_site):
+    "The demo's administrator over JSON-RPC."
+    return crm_site.login('admin')
+
+
 def eventually(check, timeout=15, interval=0.1):
     """The first truthy result of check(), retried while the worker
     processes what a request queued."""

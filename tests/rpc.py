@@ -22,10 +22,14 @@ class RpcSession:
 
     def __init__(self, url, database, login, password):
         self.base = f'{url}/{database}'
+        self.login, self.password = login, password
         self.cookie = None
-        self.user_id = self.post('session/login', 'common.db.login',
-            [login, {'password': password}, 'en'])[0]
+        self._log_in()
         self.context = self.call('model.res.user.get_preferences', True, {})
+
+    def _log_in(self):
+        self.user_id = self.post('session/login', 'common.db.login',
+            [self.login, {'password': self.password}, 'en'])[0]
 
     def post(self, path, method, params):
         headers = {'Content-Type': 'application/json'}
@@ -50,6 +54,14 @@ class RpcSession:
         return body['result']
 
     def call(self, method, *args):
+        try:
+            return self.post('rpc/', method, list(args))
+        except RpcError as error:
+            if error.type != 'HTTP 401':
+                raise
+        # The session expired ([session] timeout, 5 minutes idle): log in
+        # again, as sao asks for the password again, and retry once.
+        self._log_in()
         return self.post('rpc/', method, list(args))
 
     def model(self, model, method, *args):

@@ -22,16 +22,6 @@ ALWAYS = {
 SENT = ('sent', 'delivered', 'read')
 
 
-@pytest.fixture(scope='module')
-def manager(crm_site):
-    return crm_site.login('manager')
-
-
-@pytest.fixture(scope='module')
-def admin(crm_site):
-    return crm_site.login('admin')
-
-
 @pytest.fixture
 def sequence(manager):
     """Make a sequence (steps: dicts of crm.sequence.step values) that may
@@ -49,9 +39,8 @@ def sequence(manager):
                     }])
         made.append(sequence_id)
         if source:
-            found, = manager.model('crm.source', 'search_read',
-                [('code', '=', source)], 0, None, None,
-                ['follow_up_sequence'])
+            found, = manager.search_read('crm.source',
+                [('code', '=', source)], ['follow_up_sequence'])
             manager.model('crm.source', 'write', [found['id']],
                 {'follow_up_sequence': sequence_id})
             hooked.append(found)
@@ -68,9 +57,8 @@ def tick(crm_site, admin):
     """One run of the follow-up crons by trytond-cron, as every minute: due
     enrollments run, the outbox is woken."""
     site = crm_site.site
-    cron_ids = admin.model('ir.cron', 'search', [('method', 'in', [
-                    'crm.enrollment|run_due', 'crm.message|wake_outbox'])],
-        0, None, None)
+    cron_ids = admin.search('ir.cron', [('method', 'in', [
+                    'crm.enrollment|run_due', 'crm.message|wake_outbox'])])
     assert len(cron_ids) == 2
 
     def tick():
@@ -86,30 +74,30 @@ def new_number():
 
 
 def lead_of(manager, number):
-    leads = manager.model('crm.lead', 'search_read',
-        [('whatsapp', '=', '+' + number)], 0, None, None, ['name', 'owner'])
+    leads = manager.search_read('crm.lead',
+        [('whatsapp', '=', '+' + number)], ['name', 'owner'])
     return leads[0] if leads else None
 
 
 def enrollment_of(manager, lead_id, sequence_id):
-    enrollments = manager.model('crm.enrollment', 'search_read',
-        [('lead', '=', lead_id), ('sequence', '=', sequence_id)], 0, None,
-        None, ['state', 'stop_reason', 'next_step'])
+    enrollments = manager.search_read('crm.enrollment',
+        [('lead', '=', lead_id), ('sequence', '=', sequence_id)],
+        ['state', 'stop_reason', 'next_step'])
     return enrollments[0] if enrollments else None
 
 
 def outbound(manager, lead_id, fields=('status', 'kind', 'channel', 'body',
             'error_code', 'error_message', 'attempts', 'provider_id')):
-    return manager.model('crm.message', 'search_read',
-        [('lead', '=', lead_id), ('direction', '=', 'outbound')], 0, None,
-        [('id', 'ASC')], list(fields))
+    return manager.search_read('crm.message',
+        [('lead', '=', lead_id), ('direction', '=', 'outbound')], list(fields),
+        order=[('id', 'ASC')])
 
 
 def new_opted_in_lead(manager, source=None, **values):
     "A lead typed in by staff, with a WhatsApp opt-in recorded by them."
     number = new_number()
-    source_ids = manager.model('crm.source', 'search',
-        [('code', '=', source)], 0, None, None) if source else [None]
+    source_ids = manager.search('crm.source',
+        [('code', '=', source)]) if source else [None]
     lead_id, = manager.model('crm.lead', 'create', [{
                 'name': "Meena Joshi", 'phone': '+' + number,
                 'source': source_ids[0], **values,
@@ -166,8 +154,8 @@ def test_whatsapp_lead_followed_up_on_whatsapp_then_email_until_reply(
             manager, lead['id'], sequence_id)['state'] == 'stopped')
     assert enrollment_of(manager, lead['id'], sequence_id)['stop_reason'] \
         == 'replied'
-    task, = manager.model('crm.task', 'search_read',
-        [('lead', '=', lead['id'])], 0, None, None, ['name', 'owner', 'state'])
+    task, = manager.search_read('crm.task',
+        [('lead', '=', lead['id'])], ['name', 'owner', 'state'])
     assert "replied" in task['name'] and task['state'] == 'open'
 
 
@@ -263,9 +251,8 @@ def enrol_batch(manager, tick, sequence, count, source):
     leads = [new_opted_in_lead(manager, source=source)[0]
         for _ in range(count)]
     tick()
-    return [m['id'] for m in manager.model('crm.message', 'search_read',
-            [('lead', 'in', leads), ('direction', '=', 'outbound')],
-            0, None, None, ['id'])]
+    return [m['id'] for m in manager.search_read('crm.message',
+        [('lead', 'in', leads), ('direction', '=', 'outbound')], ['id'])]
 
 
 def test_worker_killed_mid_batch_loses_nothing_and_records_resends(
@@ -342,7 +329,7 @@ def test_rep_enrols_selected_leads_through_the_wizard(crm_site, manager,
                 'applies_to': 'lead', 'sequence': sequence_id}},
         'enrol', context)
     rep.call('wizard.crm.enrollment.enrol.delete', session, context)
-    enrollments = rep.model('crm.enrollment', 'search_read',
-        [('lead', 'in', leads)], 0, None, None, ['sequence', 'state'])
+    enrollments = rep.search_read('crm.enrollment',
+        [('lead', 'in', leads)], ['sequence', 'state'])
     assert sorted((e['sequence'], e['state']) for e in enrollments) == [
         (sequence_id, 'active')] * 2

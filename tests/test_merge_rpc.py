@@ -7,9 +7,8 @@ def test_rep_merges_duplicates_through_the_wizard(crm_site):
             {'name': "Farhan Khan", 'phone': '+919700000001'},
             {'name': "Farhan", 'whatsapp': '+919700000001',
                 'email': 'farhan@example.in'}])
-    duplicates = rep.model('crm.lead', 'search',
-        [('similar_leads', '!=', None), ('id', 'in', [keep, other])],
-        0, None, None)
+    duplicates = rep.search('crm.lead',
+        [('similar_leads', '!=', None), ('id', 'in', [keep, other])])
     assert set(duplicates) == {keep, other}
 
     context = dict(rep.context, active_model='crm.lead', active_id=keep,
@@ -28,5 +27,4 @@ def test_rep_merges_duplicates_through_the_wizard(crm_site):
     lead, = rep.model('crm.lead', 'read', [keep], ['email', 'similar_leads'])
     assert lead['email'] == 'farhan@example.in'
     assert lead['similar_leads'] == []
-    assert rep.model('crm.lead', 'search', [('id', '=', other)],
-        0, None, None) == []
+    assert rep.search('crm.lead', [('id', '=', other)]) == []

@@ -65,17 +65,17 @@ def webhook(real_site):
 
 
 def settle(admin):
-    assert eventually(lambda: admin.model('crm.whatsapp.inbox',
-                'search_count', [('processed_at', '=', None)]) == 0)
+    assert eventually(lambda: admin.search_count('crm.whatsapp.inbox',
+        [('processed_at', '=', None)]) == 0)
 
 
 def test_new_site_sets_up_the_company_in_inr_with_gstin(admin):
-    company, = admin.model('company.company', 'search_read', [], 0, None,
-        None, ['rec_name', 'timezone', 'currency', 'party'])
+    company, = admin.search_read('company.company',
+        [], ['rec_name', 'timezone', 'currency', 'party'])
     currency, = admin.model('currency.currency', 'read',
         [company['currency']], ['code'])
-    identifiers = admin.model('party.identifier', 'search_read',
-        [('party', '=', company['party'])], 0, None, None, ['type', 'code'])
+    identifiers = admin.search_read('party.identifier',
+        [('party', '=', company['party'])], ['type', 'code'])
     assert (company['rec_name'], company['timezone'], currency['code']) == (
         "Acme Traders", 'Asia/Kolkata', 'INR')
     assert [(i['type'], i['code']) for i in identifiers] == [
@@ -83,10 +83,9 @@ def test_new_site_sets_up_the_company_in_inr_with_gstin(admin):
 
 
 def test_new_site_admin_is_a_crm_manager_in_the_company(admin):
-    user, = admin.model('res.user', 'search_read', [('login', '=', 'admin')],
-        0, None, None, ['company', 'email', 'groups'])
-    manager, = admin.model('res.group', 'search',
-        [('name', '=', "CRM Manager")], 0, None, None)
+    user, = admin.search_read('res.user',
+        [('login', '=', 'admin')], ['company', 'email', 'groups'])
+    manager, = admin.search('res.group', [('name', '=', "CRM Manager")])
     assert user['company'] is not None
     assert user['email'] == 'admin@acme.in'
     assert manager in user['groups']
@@ -140,10 +139,9 @@ def without_company(real_site, admin):
     """The site with its company deleted (its leads first: they belong to
     it); yields how to make one again as in the desk (Companies, then the
     admin put in it), which the running processes see at once."""
-    company, = admin.model('company.company', 'search_read', [], 0, None,
-        None, ['party', 'currency', 'timezone'])
-    admin.model('crm.lead', 'delete', admin.model(
-            'crm.lead', 'search', [], 0, None, None))
+    company, = admin.search_read('company.company',
+        [], ['party', 'currency', 'timezone'])
+    admin.model('crm.lead', 'delete', admin.search('crm.lead', []))
     admin.model('company.company', 'delete', [company['id']])
 
     def restore():
@@ -151,12 +149,11 @@ def without_company(real_site, admin):
                     'party': company['party'],
                     'currency': company['currency'],
                     'timezone': company['timezone']}])
-        user, = admin.model('res.user', 'search', [('login', '=', 'admin')],
-            0, None, None)
+        user, = admin.search('res.user', [('login', '=', 'admin')])
         admin.model('res.user', 'write', [user],
             {'companies': [('add', [new])], 'company': new})
     yield restore
-    if not admin.model('company.company', 'search', [], 0, None, None):
+    if not admin.search('company.company', []):
         restore()
 
 
@@ -166,8 +163,7 @@ def test_site_without_company_answers_503_keeps_and_replays_everything(
     base = f'{real_site.url}/{real_site.database}/crm'
     wa_id = new_wa_id()
     payload = inbound(wa_id, name="Kept Person")
-    website, = admin.model('crm.source', 'search',
-        [('code', '=', 'website')], 0, None, None)
+    website, = admin.search('crm.source', [('code', '=', 'website')])
     admin.model('crm.source', 'write', [website], {'web_form': True})
     key, = admin.model('crm.source', 'read', [website], ['capture_key'])
     form = json.dumps({'name': "Form Person", 'mobile': '98450 12345'}
@@ -192,8 +188,8 @@ def test_site_without_company_answers_503_keeps_and_replays_everything(
     assert imported.returncode == 1
     assert "no company" in imported.stderr
 
-    letters = admin.model('crm.dead_letter', 'search_read',
-        [('state', '=', 'new')], 0, None, None, ['endpoint', 'reason'])
+    letters = admin.search_read('crm.dead_letter',
+        [('state', '=', 'new')], ['endpoint', 'reason'])
     assert sorted(l['endpoint'] for l in letters) == [
         'email', 'web_form:website', 'whatsapp']
     assert all("no company" in l['reason'] for l in letters)
@@ -203,5 +199,5 @@ def test_site_without_company_answers_503_keeps_and_replays_everything(
     admin = real_site.login('admin', PASSWORD)
     admin.model('crm.dead_letter', 'replay', [l['id'] for l in letters])
     assert [l['name'] for l in lead_of(admin, wa_id)] == ["Kept Person"]
-    assert admin.model('crm.lead', 'search_count',
+    assert admin.search_count('crm.lead',
         [('name', 'in', ["Form Person", "Mail Person"])]) == 2

@@ -14,11 +14,6 @@ LEAD_FIELDS = ['name', 'owner', 'team']
 
 
 @pytest.fixture(scope='module')
-def manager(crm_site):
-    return crm_site.login('manager')
-
-
-@pytest.fixture(scope='module')
 def rep(crm_site):
     return crm_site.login('rep')
 

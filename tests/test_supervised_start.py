@@ -195,8 +195,8 @@ def test_killed_worker_and_web_are_restarted_and_every_answered_delivery_becomes
 
     manager = running.login('manager')
     numbers = ['+' + wa_id for wa_id in deliveries.accepted]
-    assert eventually(lambda: manager.model('crm.lead', 'search_count',
-            [('whatsapp', 'in', numbers)]) == len(numbers), timeout=30), \
+    assert eventually(lambda: manager.search_count('crm.lead',
+        [('whatsapp', 'in', numbers)]) == len(numbers), timeout=30), \
         "a delivery answered 200 did not become a lead"
     output = started.text()
     assert f'Kraya CRM is starting at {demo_site.url}' in output

@@ -90,11 +90,6 @@ def client(crm_site):
 
 
 @pytest.fixture(scope='module')
-def manager(crm_site):
-    return crm_site.login('manager')
-
-
-@pytest.fixture(scope='module')
 def sources(manager):
     """Three web-form sources: the website's own form, Facebook Lead Ads
     and IndiaMART; by name, each {'id', 'code', 'key'}. Removed at the
@@ -116,19 +111,18 @@ def sources(manager):
         made[name] = {'id': source_id, 'code': code, 'key': key}
     yield made
     ids = [s['id'] for s in made.values()]
-    leads = manager.model('crm.lead', 'search', [('source', 'in', ids)],
-        0, None, None)
+    leads = manager.search('crm.lead', [('source', 'in', ids)])
     manager.model('crm.lead', 'delete', leads)
-    letters = manager.model('crm.dead_letter', 'search', [
+    letters = manager.search('crm.dead_letter', [
             ('endpoint', 'in', [f"web_form:{s['code']}"
-                    for s in made.values()])], 0, None, None)
+                    for s in made.values()])])
     manager.model('crm.dead_letter', 'delete', letters)
     manager.model('crm.source', 'delete', ids)
 
 
 def leads_with(manager, domain, fields=('name', 'phone', 'email', 'source')):
-    return manager.model('crm.lead', 'search_read', domain, 0, None,
-        [('id', 'ASC')], list(fields))
+    return manager.search_read('crm.lead',
+        domain, list(fields), order=[('id', 'ASC')])
 
 
 def test_json_submission_creates_lead_with_e164_phone_and_source(
@@ -175,8 +169,8 @@ def test_ticked_consent_records_whatsapp_opt_in_with_form_text(
     lead, = leads_with(manager, [('phone', '=', '+91' + mobile)])
     text = manager.model('crm.source', 'read', [sources['form']['id']],
         ['consent_text'])[0]['consent_text']
-    consents = manager.model('crm.lead.consent', 'search_read',
-        [('lead', '=', lead['id'])], 0, None, None,
+    consents = manager.search_read('crm.lead.consent',
+        [('lead', '=', lead['id'])],
         ['channel', 'state', 'opted_in_how', 'opted_in_basis'])
     assert [(c['channel'], c['state'], c['opted_in_how'], c['opted_in_basis'])
         for c in consents] == [('whatsapp', 'opted_in', 'form', text)]
@@ -207,9 +201,9 @@ def test_refused_server_push_is_kept_as_dead_letter(client, sources, manager):
             'SENDER_NAME': "Bad Number", 'SENDER_MOBILE': '+91-12345'}}
     status, _, answer = client.post(sources['indiamart']['key'], body)
     assert (status, answer['field']) == (400, 'RESPONSE.SENDER_MOBILE')
-    letters = manager.model('crm.dead_letter', 'search_read', [
+    letters = manager.search_read('crm.dead_letter', [
             ('endpoint', '=', f"web_form:{sources['indiamart']['code']}"),
-            ('body', '=', json.dumps(body))], 0, None, None, ['reason'])
+            ('body', '=', json.dumps(body))], ['reason'])
     assert len(letters) == 1
 
 
@@ -241,8 +235,8 @@ def test_unknown_key_is_404(client, sources):
 
 
 def test_source_without_web_form_is_404(client, manager):
-    website, = manager.model('crm.source', 'search_read',
-        [('code', '=', 'website')], 0, None, None, ['capture_key', 'web_form'])
+    website, = manager.search_read('crm.source',
+        [('code', '=', 'website')], ['capture_key', 'web_form'])
     assert not website['web_form']
     assert client.post(website['capture_key'],
         {'phone': new_mobile()})[0] == 404

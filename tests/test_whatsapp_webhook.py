@@ -19,17 +19,12 @@ def webhook(crm_site):
     return WebhookClient(crm_site)
 
 
-@pytest.fixture(scope='module')
-def manager(crm_site):
-    return crm_site.login('manager')
-
-
 @pytest.fixture
 def settle(manager):
     "Wait until the worker has written every accepted delivery."
     def settle():
-        assert eventually(lambda: manager.model('crm.whatsapp.inbox',
-                    'search_count', [('processed_at', '=', None)]) == 0), \
+        assert eventually(lambda: manager.search_count('crm.whatsapp.inbox',
+            [('processed_at', '=', None)]) == 0), \
             "the worker did not process the deliveries"
     return settle
 
@@ -50,15 +45,15 @@ def run_together(functions):
 
 
 def lead_of(manager, wa_id):
-    return manager.model('crm.lead', 'search_read',
-        [('whatsapp', '=', '+' + wa_id)], 0, None, None,
+    return manager.search_read('crm.lead',
+        [('whatsapp', '=', '+' + wa_id)],
         ['name', 'source', 'replied_at', 'last_inbound_at', 'status'])
 
 
 def messages_of(manager, wa_id, fields=('provider_id', 'body', 'kind')):
-    return manager.model('crm.message', 'search_read',
-        [('lead.whatsapp', '=', '+' + wa_id)], 0, None, [('id', 'ASC')],
-        list(fields))
+    return manager.search_read('crm.message',
+        [('lead.whatsapp', '=', '+' + wa_id)], list(fields),
+        order=[('id', 'ASC')])
 
 
 def test_verification_echoes_challenge_for_our_token(webhook):
@@ -91,8 +86,8 @@ def test_first_message_records_whatsapp_opt_in_by_chat(webhook, manager, settle)
     wa_id = new_wa_id()
     webhook.post(inbound(wa_id))
     settle()
-    consent, = manager.model('crm.lead.consent', 'search_read',
-        [('lead.whatsapp', '=', '+' + wa_id)], 0, None, None,
+    consent, = manager.search_read('crm.lead.consent',
+        [('lead.whatsapp', '=', '+' + wa_id)],
         ['channel', 'state', 'opted_in_how'])
     assert (consent['channel'], consent['state'], consent['opted_in_how']) \
         == ('whatsapp', 'opted_in', 'inbound_chat')
@@ -145,7 +140,7 @@ def test_burst_of_deliveries_is_written_batch_after_batch(
     assert answers == [200] * 24
     settle()
     assert [len(messages_of(manager, wa_id)) for wa_id in wa_ids] == [1] * 24
-    assert manager.model('crm.dead_letter', 'search_count',
+    assert manager.search_count('crm.dead_letter',
         [('reason', 'like', '%locked%')]) == 0
 
 
@@ -174,9 +169,9 @@ def test_stop_opts_out_and_is_acknowledged_once(webhook, manager, settle):
     webhook.post(inbound(wa_id, content={'body': 'stop'}))
     webhook.post(inbound(wa_id, content={'body': 'बंद'}))
     settle()
-    consent, = manager.model('crm.lead.consent', 'search_read',
+    consent, = manager.search_read('crm.lead.consent',
         [('lead.whatsapp', '=', '+' + wa_id), ('channel', '=', 'whatsapp')],
-        0, None, None, ['state'])
+        ['state'])
     assert consent['state'] == 'opted_out'
     acks = [m for m in messages_of(manager, wa_id, ['kind', 'direction'])
         if m['direction'] == 'outbound']
@@ -215,8 +210,8 @@ def test_malformed_json_is_400_and_kept_as_dead_letter(webhook, manager):
     code, answer = webhook.post(body=body)
     assert code == 400
     assert 'invalid JSON' in json.loads(answer)['error']
-    letters = manager.model('crm.dead_letter', 'search_read',
-        [('body', '=', body.decode())], 0, None, None, ['endpoint', 'state'])
+    letters = manager.search_read('crm.dead_letter',
+        [('body', '=', body.decode())], ['endpoint', 'state'])
     assert [(l['endpoint'], l['state']) for l in letters] == [
         ('whatsapp', 'new')]
 
@@ -234,8 +229,7 @@ def test_huge_body_is_refused_413(webhook):
 def test_manager_can_set_a_dead_letter_aside(webhook, manager):
     body = '{"broken": '
     assert webhook.post(body=body.encode())[0] == 400
-    letter, = manager.model('crm.dead_letter', 'search',
-        [('body', '=', body)], 0, None, None)
+    letter, = manager.search('crm.dead_letter', [('body', '=', body)])
     manager.model('crm.dead_letter', 'ignore', [letter])
     letter, = manager.model('crm.dead_letter', 'read', [letter], ['state'])
     assert letter['state'] == 'ignored'
@@ -254,9 +248,9 @@ def worker_paused(crm_site):
 
 
 def dead_letters_about(manager, text):
-    return manager.model('crm.dead_letter', 'search_read',
+    return manager.search_read('crm.dead_letter',
         [('endpoint', '=', 'whatsapp'), ('body', 'like', f'%{text}%')],
-        0, None, None, ['reason'])
+        ['reason'])
 
 
 def test_bad_delivery_becomes_one_dead_letter_and_its_batch_is_written(
@@ -272,7 +266,7 @@ def test_bad_delivery_becomes_one_dead_letter_and_its_batch_is_written(
     assert [len(lead_of(manager, wa_id)) for wa_id in good] == [1, 1, 1]
     letter, = dead_letters_about(manager, bad_sender)
     assert 'not a valid phone number' in letter['reason']
-    assert manager.model('crm.dead_letter', 'search_count',
+    assert manager.search_count('crm.dead_letter',
         [('reason', 'like', '%locked%')]) == 0
 
 
