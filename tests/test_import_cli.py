@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kraya_crm import business, sites
+from kraya_site import business, sites
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DATABASE = os.environ.get('KRAYA_TEST_DATABASE', '').rstrip('/')

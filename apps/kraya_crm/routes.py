@@ -45,6 +45,33 @@ from .whatsapp import WebhookError, signature_valid
 logger = logging.getLogger(__name__)
 
 
+def signed_body(request, ip, what, secret, header_name, rate_limiter,
+        max_bytes):
+    """(body, None) for a body signed `sha256=<HMAC-SHA256>` with our
+    secret, else (None, the answer): 403 while the secret is not set up,
+    429 past the rate limit, 413 over the size, 401 unsigned, 403 badly
+    signed."""
+    if secret is None:
+        return None, json_response(
+            {'error': f"{what} not set up: no secret"}, status=403)
+    if not rate_limiter.allow(ip):
+        return None, json_response({'error': "too many requests"},
+            status=429, headers={'Retry-After': '60'})
+    body = read_body(request, max_bytes)
+    if body is None:
+        return None, json_response({'error': "body too large"}, status=413)
+    header = request.headers.get(header_name)
+    if not header:
+        logger.warning("%s without signature from %s", what, ip)
+        return None, json_response({'error': "missing signature"},
+            status=401)
+    if not signature_valid(body, header, secret):
+        logger.warning("%s with a bad signature from %s", what, ip)
+        return None, json_response({'error': "invalid signature"},
+            status=403)
+    return body, None
+
+
 # --- WhatsApp ---
 
 _whatsapp_limiter = None
@@ -89,23 +116,11 @@ def webhook(request, pool):
     if request.method == 'GET':
         return verify(request)
     ip = client_ip(request)
-    app_secret = secret('whatsapp_app_secret')
-    if app_secret is None:
-        return json_response(
-            {'error': "webhook not set up: no app secret"}, status=403)
-    if not whatsapp_limiter().allow(ip):
-        return json_response({'error': "too many requests"}, status=429,
-            headers={'Retry-After': '60'})
-    body = read_body(request, setting('whatsapp_max_bytes', 512 * 1024))
-    if body is None:
-        return json_response({'error': "body too large"}, status=413)
-    header = request.headers.get('X-Hub-Signature-256')
-    if not header:
-        logger.warning("WhatsApp webhook without signature from %s", ip)
-        return json_response({'error': "missing signature"}, status=401)
-    if not signature_valid(body, header, app_secret):
-        logger.warning("WhatsApp webhook with a bad signature from %s", ip)
-        return json_response({'error': "invalid signature"}, status=403)
+    body, refused = signed_body(request, ip, "WhatsApp webhook",
+        secret('whatsapp_app_secret'), 'X-Hub-Signature-256',
+        whatsapp_limiter(), setting('whatsapp_max_bytes', 512 * 1024))
+    if refused:
+        return refused
     database_name = pool.database_name
     WhatsApp = pool.get('crm.whatsapp.webhook')
     try:
@@ -422,25 +437,12 @@ def _keep_failed(pool, reason, body, ip, once=False):
 @with_pool
 def inbound(request, pool):
     ip = client_ip(request)
-    inbound_secret = secret('email_inbound_secret')
-    if inbound_secret is None:
-        return json_response(
-            {'error': "inbound email not set up: no secret"}, status=403)
-    if not limiter('email_inbound', 'email_inbound_rate_limit', 600).allow(
-            ip):
-        return json_response({'error': "too many requests"}, status=429,
-            headers={'Retry-After': '60'})
-    body = read_body(request,
+    body, refused = signed_body(request, ip, "Inbound email",
+        secret('email_inbound_secret'), 'X-Kraya-Signature',
+        limiter('email_inbound', 'email_inbound_rate_limit', 600),
         setting('email_inbound_max_bytes', 10 * 1024 * 1024))
-    if body is None:
-        return json_response({'error': "body too large"}, status=413)
-    header = request.headers.get('X-Kraya-Signature')
-    if not header:
-        logger.warning("Inbound email without signature from %s", ip)
-        return json_response({'error': "missing signature"}, status=401)
-    if not signature_valid(body, header, inbound_secret):
-        logger.warning("Inbound email with a bad signature from %s", ip)
-        return json_response({'error': "invalid signature"}, status=403)
+    if refused:
+        return refused
     try:
         try:
             return _receive(request, pool, body)

@@ -160,6 +160,16 @@ def set_up(business):
     return company
 
 
+def found_or_made(Model, code, **values):
+    "The record of this code, made with the values when there is none."
+    records = Model.search([('code', '=', code)])
+    if records:
+        return records[0]
+    record = Model(code=code, **values)
+    record.save()
+    return record
+
+
 def setup_india():
     "India and its states and union territories (from pycountry)."
     import pycountry
@@ -167,13 +177,8 @@ def setup_india():
     pool = Pool()
     Country = pool.get('country.country')
     Subdivision = pool.get('country.subdivision')
-    countries = Country.search([('code', '=', 'IN')])
-    if countries:
-        country, = countries
-    else:
-        country = Country(
-            name="India", code='IN', code3='IND', code_numeric='356')
-        country.save()
+    country = found_or_made(Country, code='IN', name="India", code3='IND',
+        code_numeric='356')
     existing = {s.code for s in Subdivision.search(
             [('country', '=', country.id)])}
     Subdivision.save([Subdivision(
@@ -198,14 +203,8 @@ def setup_rupee():
     pool = Pool()
     Currency = pool.get('currency.currency')
     Lang = pool.get('ir.lang')
-    currencies = Currency.search([('code', '=', 'INR')])
-    if currencies:
-        currency, = currencies
-    else:
-        currency = Currency(
-            name="Indian Rupee", code='INR', numeric_code='356', symbol='₹',
-            rounding=Decimal('0.01'), digits=2)
-        currency.save()
+    currency = found_or_made(Currency, code='INR', name="Indian Rupee",
+        numeric_code='356', symbol='₹', rounding=Decimal('0.01'), digits=2)
     langs = Lang.search([('code', '=', 'en')])
     Lang.write(langs, {
             'grouping': '[3, 2, 0]',

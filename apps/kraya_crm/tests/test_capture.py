@@ -131,17 +131,24 @@ class CaptureTestCase(unittest.TestCase):
             Lead.opt_in([Lead(lead.id)], 'whatsapp', 'form')
             self.assertFalse(Lead(lead.id).may_contact('whatsapp'))
 
-    @with_transaction()
-    def test_message_status_never_moves_backwards(self):
+    @staticmethod
+    def sent_message(wamid):
+        "A WhatsApp message we sent to a new lead, known by its wamid."
         pool = Pool()
         Lead = pool.get('crm.lead')
         Message = pool.get('crm.message')
+        lead, = Lead.create([{'name': "Asha", 'phone': '9876543210'}])
+        message, = Message.create([{
+                    'lead': lead.id, 'direction': 'outbound',
+                    'channel': 'whatsapp', 'status': 'sent',
+                    'provider_id': wamid}])
+        return message
+
+    @with_transaction()
+    def test_message_status_never_moves_backwards(self):
+        Message = Pool().get('crm.message')
         with set_company(create_company()):
-            lead, = Lead.create([{'name': "Asha", 'phone': '9876543210'}])
-            message, = Message.create([{
-                        'lead': lead.id, 'direction': 'outbound',
-                        'channel': 'whatsapp', 'status': 'sent',
-                        'provider_id': 'wamid.1'}])
+            message = self.sent_message('wamid.1')
             at = dt.datetime(2026, 11, 23, 10, 0)
             Message.apply_statuses('whatsapp', [
                     ('wamid.1', 'read', at, None, None),
@@ -156,15 +163,9 @@ class CaptureTestCase(unittest.TestCase):
 
     @with_transaction()
     def test_failed_status_keeps_error_code(self):
-        pool = Pool()
-        Lead = pool.get('crm.lead')
-        Message = pool.get('crm.message')
+        Message = Pool().get('crm.message')
         with set_company(create_company()):
-            lead, = Lead.create([{'name': "Asha", 'phone': '9876543210'}])
-            message, = Message.create([{
-                        'lead': lead.id, 'direction': 'outbound',
-                        'channel': 'whatsapp', 'status': 'sent',
-                        'provider_id': 'wamid.2'}])
+            message = self.sent_message('wamid.2')
             Message.apply_statuses('whatsapp', [('wamid.2', 'failed',
                         dt.datetime(2026, 11, 23), '131026', "Undeliverable")])
             message = Message(message.id)
