@@ -24,3 +24,15 @@ class LeadImportError(UserError):
 
 class NoCompanyError(UserError):
     "The site has no company: nothing from outside can become a lead."
+
+
+class MailSettingError(UserError):
+    "A setting emails need (the link secret) is missing."
+
+
+class MergeError(ValidationError):
+    pass
+
+
+class SequenceValidationError(ValidationError):
+    pass

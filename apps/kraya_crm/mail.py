@@ -31,13 +31,13 @@ from html import escape
 from html.parser import HTMLParser
 
 import trytond.config as config
-from trytond.exceptions import UserError
 from trytond.i18n import gettext
 from trytond.pool import Pool, PoolMeta
 from trytond.sendmail import get_smtp_server, send_message
 from trytond.transaction import Transaction
 
 from .contact import normalize_email
+from .exceptions import MailSettingError
 from .http import public_url, secret
 from .message import utcnow
 from .outbox import SendResult
@@ -62,10 +62,6 @@ EMAIL_HTML = string.Template(
     '</body></html>\n')
 # The unsubscribe button and the one-click POST send a few bytes at most.
 UNSUBSCRIBE_MAX_BYTES = 4096
-
-
-class MailSettingError(UserError):
-    pass
 
 
 # --- Building and sending ---

@@ -8,23 +8,19 @@ from sql.aggregate import Count
 
 from trytond.i18n import gettext
 from trytond.model import ModelSQL, ModelView, fields
-from trytond.model.exceptions import ValidationError
 from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval
 from trytond.transaction import Transaction
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from .capture import IDENTITY_FIELDS, identity_keys
+from .exceptions import MergeError
 from .message import utcnow
 
 # The lead fields whose surviving value is picked in the merge wizard.
 PICKED_FIELDS = [
     'name', 'company_name', 'phone', 'whatsapp', 'email', 'city', 'owner',
     'status']
-
-
-class MergeError(ValidationError):
-    pass
 
 
 class Lead(metaclass=PoolMeta):

@@ -36,7 +36,8 @@ from .exceptions import NoCompanyError
 from .http import (
     RateLimiter, client_ip, json_response, limiter, read_body, secret,
     setting)
-from .mail import UNSUBSCRIBE_MAX_BYTES, MailSettingError, NotAnEmail
+from .exceptions import MailSettingError
+from .mail import UNSUBSCRIBE_MAX_BYTES, NotAnEmail
 from .web_form import (
     CAPTURE_PATH, HONEYPOT, ORIGIN_ENVIRON, SUBMISSION_MESSAGES,
     SubmissionError, origin_allowed, origin_lines, parse_body)
@@ -278,6 +279,17 @@ def keep_refused_push(source, origin, body, request, reason):
         client_ip(request))
 
 
+# Answers given without the database (a flood or a database that is down
+# must not reach it), so not from message.xml: English, as the snippet's.
+FORM_TEXTS = {
+    'preflight': "Too many requests. Try again in a minute.",
+    'too_many': "Too many submissions. Try again in a minute.",
+    'too_large': "The form data is too large.",
+    'busy': "Busy. Try again in a minute.",
+    'failed': "Could not save the form. Try again later.",
+    }
+
+
 @app.route('/<database_name>/crm/capture/<key>', methods=['POST', 'OPTIONS'])
 @with_pool
 def capture(request, pool, key):
@@ -289,19 +301,17 @@ def capture(request, pool, key):
         if request.method == 'OPTIONS':
             if not limiter('preflight', 'web_form_preflight_rate_limit',
                     60).allow(ip):
-                return error(429, 'too_many_requests',
-                    "Too many requests. Try again in a minute.",
+                return error(429, 'too_many_requests', FORM_TEXTS['preflight'],
                     headers={**anyone, 'Retry-After': '60'})
             return _preflight(request, pool, key, origin)
         if (not limiter('ip', 'web_form_rate_limit', 10).allow(ip)
                 or not limiter('key', 'web_form_source_rate_limit',
                     300).allow(key)):
-            return error(429, 'too_many_requests',
-                "Too many submissions. Try again in a minute.",
+            return error(429, 'too_many_requests', FORM_TEXTS['too_many'],
                 headers={**anyone, 'Retry-After': '60'})
         body = read_body(request, setting('web_form_max_bytes', 64 * 1024))
         if body is None:
-            return error(413, 'too_large', "The form data is too large.",
+            return error(413, 'too_large', FORM_TEXTS['too_large'],
                 headers=anyone)
         try:
             return _submit(request, pool, key, origin, body)
@@ -310,12 +320,12 @@ def capture(request, pool, key):
             return _submit(request, pool, key, origin, body)
     except backend.DatabaseOperationalError:
         logger.warning("Web form capture deferred", exc_info=True)
-        return error(503, 'busy', "Busy. Try again in a minute.",
+        return error(503, 'busy', FORM_TEXTS['busy'],
             headers={**anyone, 'Retry-After': '5'})
     except Exception:
         logger.exception("Web form capture failed")
-        return error(500, 'server_error',
-            "Could not save the form. Try again later.", headers=anyone)
+        return error(500, 'server_error', FORM_TEXTS['failed'],
+            headers=anyone)
 
 
 # --- Email ---
@@ -350,6 +360,7 @@ PAGE_HEADERS = {
     # Whoever the page links to must not learn the token.
     'Referrer-Policy': 'same-origin',
     }
+# Pages shown without the database (see FORM_TEXTS).
 TOO_MANY = ("Too many requests", "Try again in a minute.")
 BUSY = ("Please try again", "We could not answer just now. "
     "Try again in a minute.")

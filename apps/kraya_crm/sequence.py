@@ -12,11 +12,11 @@ from sql.aggregate import Count
 from trytond.i18n import gettext
 from trytond.model import (
     DeactivableMixin, ModelSQL, ModelView, fields, sequence_ordered)
-from trytond.model.exceptions import ValidationError
 from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval
 from trytond.transaction import Transaction
 
+from .exceptions import SequenceValidationError
 from .http import setting
 from .template import unknown_variables
 
@@ -235,10 +235,6 @@ class Sequence(DeactivableMixin, ModelSQL, ModelView):
                 raise SequenceValidationError(gettext(
                         'kraya_crm.msg_sequence_business_hours',
                         sequence=sequence.rec_name))
-
-
-class SequenceValidationError(ValidationError):
-    pass
 
 
 class Step(sequence_ordered('position', "Position"), ModelSQL, ModelView):
