@@ -4,11 +4,13 @@ import configparser
 import contextlib
 import os
 import socket
+import sqlite3
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from kraya_site import sites
@@ -42,6 +44,22 @@ class RunningSite:
         "A JSON-RPC session as the desk opens it (password = login in the demo)."
         return RpcSession(self.url, self.database, login,
             password if password is not None else login)
+
+    def sql(self, query, params=()):
+        """Run one statement on the site's database past Tryton and its
+        rules, committed; its rows. Parameters are written %s."""
+        site = self.site
+        if site.is_sqlite:
+            with contextlib.closing(sqlite3.connect(
+                        site.path / f'{site.database}.sqlite')) as database:
+                rows = database.execute(
+                    query.replace('%s', '?'), params).fetchall()
+                database.commit()
+                return rows
+        with psycopg.connect(f"{site.database_uri.rstrip('/')}/"
+                f"{site.database}") as database:
+            cursor = database.execute(query, params)
+            return cursor.fetchall() if cursor.description else []
 
 
 def wait_for(url, process, timeout=60):

@@ -312,6 +312,21 @@ def test_two_workers_never_take_the_same_message(
                 'crm.message', 'read', ids, ['attempts'])} == {1}
 
 
+def enrol(session, leads, sequence_id):
+    """Enrol the leads through the desk's Enrol in a Sequence wizard, as on
+    a selection of them; the defaults its first page showed."""
+    context = dict(session.context, active_model='crm.lead',
+        active_id=leads[0], active_ids=leads)
+    wizard, _, _ = session.call('wizard.crm.enrollment.enrol.create', context)
+    start = session.call('wizard.crm.enrollment.enrol.execute', wizard, {},
+        'start', context)['view']['defaults']
+    session.call('wizard.crm.enrollment.enrol.execute', wizard, {'start': {
+                'applies_to': 'lead', 'sequence': sequence_id}},
+        'enrol', context)
+    session.call('wizard.crm.enrollment.enrol.delete', wizard, context)
+    return start
+
+
 def test_rep_enrols_selected_leads_through_the_wizard(crm_site, manager,
         sequence):
     rep = crm_site.login('rep')
@@ -319,17 +334,37 @@ def test_rep_enrols_selected_leads_through_the_wizard(crm_site, manager,
     leads = rep.model('crm.lead', 'create', [
             {'name': "Nikhil Rao", 'phone': '+' + new_number()},
             {'name': "Tanvi Iyer", 'phone': '+' + new_number()}])
-    context = dict(rep.context, active_model='crm.lead', active_id=leads[0],
-        active_ids=leads)
-    session, _, _ = rep.call('wizard.crm.enrollment.enrol.create', context)
-    start = rep.call('wizard.crm.enrollment.enrol.execute', session, {},
-        'start', context)['view']['defaults']
+    start = enrol(rep, leads, sequence_id)
     assert (start['applies_to'], start['count']) == ('lead', 2)
-    rep.call('wizard.crm.enrollment.enrol.execute', session, {'start': {
-                'applies_to': 'lead', 'sequence': sequence_id}},
-        'enrol', context)
-    rep.call('wizard.crm.enrollment.enrol.delete', session, context)
     enrollments = rep.search_read('crm.enrollment',
         [('lead', 'in', leads)], ['sequence', 'state'])
     assert sorted((e['sequence'], e['state']) for e in enrollments) == [
         (sequence_id, 'active')] * 2
+
+
+def test_follow_up_whose_step_fails_is_stopped_and_the_others_go_on(
+        crm_site, manager, tick, sequence):
+    "A step broken in the database (here its condition) fails only its own."
+    broken_id = sequence([{'channel': 'whatsapp_text', 'body': "Namaste!"}])
+    sound_id = sequence([{'channel': 'whatsapp_text', 'body': "Namaste!"}])
+    step_id, = manager.search('crm.sequence.step',
+        [('sequence', '=', broken_id)])
+    crm_site.sql('UPDATE crm_sequence_step SET "condition" = %s WHERE id = %s',
+        ('[["city", "=", ', step_id))
+    leads = {}
+    for sequence_id in [broken_id, sound_id, broken_id]:
+        lead_id, _ = new_opted_in_lead(manager)
+        enrol(manager, [lead_id], sequence_id)
+        leads.setdefault(sequence_id, []).append(lead_id)
+    tick()
+    for lead_id in leads[broken_id]:
+        enrollment = enrollment_of(manager, lead_id, broken_id)
+        assert (enrollment['state'], enrollment['stop_reason']) == (
+            'stopped', 'failed')
+        skipped, = outbound(manager, lead_id)
+        assert skipped['status'] == 'skipped'
+        assert 'The step failed' in skipped['error_message']
+    sound_lead, = leads[sound_id]
+    assert enrollment_of(manager, sound_lead, sound_id)['next_step'] is None
+    assert eventually(lambda: outbound(manager, sound_lead)), \
+        "the sound follow-up sent nothing"

@@ -3,9 +3,7 @@
 Demo team "Mumbai Sales": rep, rep2 and agent; leads owned by each, and
 unassigned ones in the team."""
 import contextlib
-import sqlite3
 
-import psycopg
 import pytest
 
 from .rpc import RpcError
@@ -41,16 +39,9 @@ def user_id(session, login):
     return user
 
 
-def active_leads_in_database(site):
+def active_leads_in_database(crm_site):
     "{id: owner} of the site's active leads, read past Tryton and its rules."
-    query = 'SELECT id, owner FROM crm_lead WHERE active'
-    if site.is_sqlite:
-        with contextlib.closing(sqlite3.connect(
-                    site.path / f'{site.database}.sqlite')) as database:
-            return dict(database.execute(query))
-    with psycopg.connect(
-            f"{site.database_uri.rstrip('/')}/{site.database}") as database:
-        return dict(database.execute(query).fetchall())
+    return dict(crm_site.sql('SELECT id, owner FROM crm_lead WHERE active'))
 
 
 @pytest.fixture(scope='module')
@@ -68,7 +59,7 @@ def unassigned_lead(manager, rep):
 
 
 def test_manager_sees_every_lead_of_the_site(manager, crm_site):
-    in_database = active_leads_in_database(crm_site.site)
+    in_database = active_leads_in_database(crm_site)
     # Seeing them all proves something only if others own some: the demo
     # gives rep, rep2 and agent leads, and leaves some unassigned.
     others = {user_id(manager, login) for login in ['rep', 'rep2', 'agent']}

@@ -6,6 +6,7 @@ its message in the outbox. A reply stops or pauses them; silence restarts
 them."""
 import datetime as dt
 import json
+import logging
 
 from sql import Null
 
@@ -18,6 +19,7 @@ from trytond.tools import grouped_slice
 from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
+from .batch import run_in_batches
 from .message import utcnow
 from .sequence import CONSENT_OF
 from .template import render
@@ -33,7 +35,9 @@ STOP_REASONS = [
     ('manual', "Stopped by hand"),
     ('inactive', "Lead merged or archived"),
     ('sequence_inactive', "Sequence switched off"),
+    ('failed', "A step failed"),
     ]
+logger = logging.getLogger(__name__)
 DEFAULT_SILENCE_HOURS = 48
 REPLIED_TASK = "Lead replied: answer them"
 
@@ -191,43 +195,52 @@ class Enrollment(Workflow, ModelSQL, ModelView):
         return to_create
 
     @classmethod
-    def due_query(cls, now, limit):
+    def due_query(cls, now, limit, ids=None):
         """The query of the ids of the enrollments due at `now`, oldest
         first, through the index on next_run_at; on PostgreSQL it skips
-        the rows another cron holds. The engine, its test of the plan and
-        the benchmark all run this one."""
+        the rows another cron holds; with `ids`, only those among them.
+        The engine, its test of the plan and the benchmark all run this."""
         database = Transaction().database
         table = cls.__table__()
-        query = table.select(table.id, where=table.next_run_at <= now,
+        where = table.next_run_at <= now
+        if ids is not None:
+            where &= table.id.in_(ids)
+        query = table.select(table.id, where=where,
             order_by=[table.next_run_at.asc], limit=limit)
         if database.has_select_for():
             query.for_ = database.get_select_for_skip_locked()('UPDATE')
         return query
 
     @classmethod
-    def due(cls, now, limit):
+    def due(cls, now, limit, ids=None):
         "The enrollments due at `now`, oldest first (see due_query)."
         cursor = Transaction().connection.cursor()
-        cursor.execute(*cls.due_query(now, limit))
+        cursor.execute(*cls.due_query(now, limit, ids))
         return cls.browse([i for i, in cursor])
 
     @classmethod
     def run_due(cls, batch_size=200):
         """The cron job: run every due enrollment, a batch per transaction,
-        then wake the outbox for what is due to be sent."""
-        pool = Pool()
-        Message = pool.get('crm.message')
-        transaction = Transaction()
+        then wake the outbox for what is due to be sent. A follow-up whose
+        step fails is stopped with the error on the lead's timeline; the
+        others of its batch go on (batch.py)."""
+        Message = Pool().get('crm.message')
         now = utcnow()
-        while True:
-            enrollments = cls.due(now, batch_size)
-            if not enrollments:
-                break
-            cls.advance(enrollments, now)
-            transaction.commit()
-            if len(enrollments) < batch_size:
-                break
+        run_in_batches(
+            lambda limit, ids=None: cls.due(now, limit, ids),
+            lambda enrollments: cls.advance(enrollments, now),
+            cls._stop_failed, batch_size)
         Message.wake_outbox()
+
+    @classmethod
+    def _stop_failed(cls, enrollment, exception):
+        "Stop a follow-up whose step failed, saying why on the timeline."
+        logger.error("follow-up %s failed: %s", enrollment.id, exception)
+        if enrollment.next_step:
+            with without_check_access():
+                enrollment._skipped(enrollment.next_step, 'msg_step_failed',
+                    error=str(exception)[:200]).save()
+        cls.end([enrollment], 'stopped', 'failed')
 
     @classmethod
     def advance(cls, enrollments, now):
@@ -357,15 +370,15 @@ class Enrollment(Workflow, ModelSQL, ModelView):
         return Message(lead=self.lead, deal=self.deal, enrollment=self,
             step=step, direction='outbound', channel=channel, attempts=0)
 
-    def _skipped(self, step, reason):
+    def _skipped(self, step, reason, **params):
         """A step that did not go out, on the timeline with the reason (a
-        message of message.xml)."""
+        message of message.xml, and its params)."""
         channel = 'email' if step.channel == 'email' else 'whatsapp'
         message = self._base_message(step, channel)
         message.status = 'skipped'
         message.kind = step.channel
         message.body = step.name
-        message.error_message = gettext(f'kraya_crm.{reason}')
+        message.error_message = gettext(f'kraya_crm.{reason}', **params)
         return message
 
     def _message(self, step, now):

@@ -2,13 +2,14 @@
 
 `load_tests` is Tryton's, for unittest runners (python -m unittest);
 pytest ignores that protocol, so test_scenario runs each scenario's
-doctest case itself and fails with the doctest's own report."""
+doctest case itself and fails with the doctest's own report. Each
+scenario starts from a copy of the activated module (DB_CACHE, set for
+the run by the root conftest.py)."""
 import os
 import unittest
 
 import pytest
 
-from trytond.tests import test_tryton
 from trytond.tests.test_tryton import load_doc_tests
 
 
@@ -25,19 +26,8 @@ def scenario_name(case):
     return os.path.basename(case._dt_test.filename)
 
 
-@pytest.fixture(scope='module')
-def activation_cache(tmp_path_factory):
-    """Every scenario starts from the module activated with a company: the
-    first one activates it and the others restore a copy (Tryton's DB_CACHE)
-    rather than spend a minute each activating it again."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(test_tryton, 'DB_CACHE',
-            str(tmp_path_factory.mktemp('db_cache')))
-        yield
-
-
 @pytest.mark.parametrize('case', scenario_cases(), ids=scenario_name)
-def test_scenario(case, activation_cache):
+def test_scenario(case):
     result = unittest.TestResult()
     case.run(result)
     reports = [report for _, report in result.failures + result.errors]
