@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from kraya_site import sites
 from kraya_crm.settings import DEMO_VALUES
+from kraya_site import sites
+from kraya_site.cli import site_processes
 
 from .conftest import TEST_DATABASE, RunningSite, eventually, free_port, serving
 from .test_whatsapp_webhook import lead_of, new_wa_id
@@ -23,6 +24,7 @@ from .whatsapp_payloads import WebhookClient, inbound
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = 'a-Strong-pass-123'
+SENDER = "Acme Traders <sales@acme.in>"
 BUSINESS = {'KRAYA_COMPANY': "Acme Traders", 'KRAYA_STATE': 'Karnataka',
     'KRAYA_GSTIN': '29AAPFU0939F1ZR', 'KRAYA_ADMIN_EMAIL': 'admin@acme.in'}
 
@@ -40,6 +42,7 @@ def real_site(tmp_path_factory):
     name = f'kraya_real_{os.getpid()}'
     site = sites.Site(name)
     env = {**BUSINESS, 'KRAYA_ADMIN_PASSWORD': PASSWORD,
+        'KRAYA_EMAIL_FROM': SENDER,
         'KRAYA_WHATSAPP_APP_SECRET': secrets.token_urlsafe(24),
         'KRAYA_WHATSAPP_VERIFY_TOKEN': secrets.token_urlsafe(12)}
     db = ['--db', f'{TEST_DATABASE}/{name}'] if TEST_DATABASE else []
@@ -99,6 +102,14 @@ def test_new_site_has_no_demo_value(real_site):
         if value == DEMO_VALUES[name]] == []
     assert (values['whatsapp_api_url'], values['whatsapp_access_token'],
         values['whatsapp_phone_number_id']) == ('', '', '')
+
+
+def test_new_site_sends_email_through_its_own_mail_server(real_site):
+    "This machine's mail server unless told, never the demo's local sink."
+    config = real_site.site.config()
+    assert (config.get('email', 'uri'), config.get('email', 'from')) == (
+        'smtp://localhost:25', SENDER)
+    assert site_processes(real_site.site) == ['web', 'cron', 'worker']
 
 
 def test_delivery_signed_with_the_sites_secret_makes_a_lead(

@@ -67,14 +67,17 @@ def cmd_service_files(args):
 
 def site_processes(site):
     """The Procfile's processes a site runs: web, cron and worker (when
-    [queue] worker is on: else it has nothing to do and exits), and the
-    local WhatsApp simulator and mail sink when its settings point at this
-    machine (the demo); a production site talks to Meta and a real SMTP
-    server instead."""
+    [queue] worker is on: else it has nothing to do and exits), and, on a
+    demo site whose settings point at this machine, the local WhatsApp
+    simulator and mail sink. A real site talks to Meta and to its mail
+    server, even one on this machine: a sink there would swallow the
+    emails meant for its leads."""
     config = site.config()
     processes = ['web', 'cron']
     if config.getboolean('queue', 'worker', fallback=False):
         processes.append('worker')
+    if not config.getboolean('kraya_crm', 'demo', fallback=False):
+        return processes
     if is_local(config.get('kraya_crm', 'whatsapp_api_url', fallback='')):
         processes.append('whatsapp')
     if is_local(config.get('email', 'uri', fallback='')):
@@ -105,8 +108,14 @@ def print_setting_warnings(site):
 
     def get(name):
         return config.get('kraya_crm', name, fallback='')
-    for line in settings.warnings(get, settings.is_demo(get('demo'))):
+    demo = settings.is_demo(get('demo'))
+    for line in settings.warnings(get, demo):
         print(f'Warning: {line}')
+    sender = config.get('email', 'from', fallback='')
+    if not demo and sender.rstrip('>').endswith('@localhost'):
+        print(f'Warning: [email] from is "{sender}", which no mail server '
+            'delivers from. Set your business address there (./crm '
+            'new-site --email-from).')
     print(flush=True)
 
 
@@ -134,7 +143,7 @@ def cmd_new_site(args):
         company = ask_business(args)
         password = ask_password()
     values = {}
-    for name in sites.WHATSAPP_SETTINGS:
+    for name in sites.WHATSAPP_SETTINGS + sites.EMAIL_SETTINGS:
         value = getattr(args, name) or os.environ.get(setting_option(name)[1])
         if value:
             values[name] = value
@@ -340,6 +349,12 @@ def parser():
         new.add_argument(option, dest=name, metavar='VALUE',
             help=f"[kraya_crm] {name} (or {variable}; default empty"
             + (": Meta's Graph API)" if name == 'whatsapp_api_url' else ")"))
+    new.add_argument('--email-uri', dest='email_uri', metavar='URI',
+        help="[email] uri: the mail server emails go through (or "
+        "KRAYA_EMAIL_URI; default smtp://localhost:25, this machine's)")
+    new.add_argument('--email-from', dest='email_from', metavar='ADDRESS',
+        help="[email] from, e.g. \"Acme Realty <sales@acme.in>\" (or "
+        "KRAYA_EMAIL_FROM)")
     new.set_defaults(func=cmd_new_site)
 
     setup_company = commands.add_parser(

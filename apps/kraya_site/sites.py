@@ -29,6 +29,11 @@ SITE_SECRETS = ('link_secret', 'email_inbound_secret')
 WHATSAPP_SETTINGS = (
     'whatsapp_verify_token', 'whatsapp_app_secret', 'whatsapp_api_url',
     'whatsapp_phone_number_id', 'whatsapp_access_token')
+# [email] uri and from of a site that is not a demo: its own mail server
+# (by default this machine's, port 25), never the demo's local sink.
+EMAIL_SETTINGS = ('email_uri', 'email_from')
+DEMO_EMAIL_URI = 'smtp://127.0.0.1:8025'
+REAL_EMAIL_URI = 'smtp://localhost:25'
 
 
 class SiteError(Exception):
@@ -90,7 +95,8 @@ class Site:
             values=None):
         """Write trytond.conf from the default site's, pointing at this
         site. A site that is not a demo gets none of the demo's values: its
-        own secrets, and the WhatsApp settings of `values` or empty."""
+        own secrets, the WhatsApp settings of `values` or empty, and the
+        mail server of `values` (email_uri, email_from) or this machine's."""
         text = TEMPLATE.read_text()
         if db_uri:
             server, database = _split_db_uri(db_uri)
@@ -103,8 +109,16 @@ class Site:
         text = text.replace('Kraya CRM site "default"', f'Kraya CRM site "{self.name}"')
         own = {key: secrets.token_urlsafe(32) for key in SITE_SECRETS}
         if not demo:
+            values = dict(values or {})
+            text = text.replace(f'uri = {DEMO_EMAIL_URI}',
+                f"uri = {values.pop('email_uri', None) or REAL_EMAIL_URI}")
+            if values.get('email_from'):
+                text = re.sub(r'^from = .*$',
+                    lambda _: f"from = {values.pop('email_from')}", text,
+                    count=1, flags=re.MULTILINE)
+            values.pop('email_from', None)
             own.update({key: '' for key in WHATSAPP_SETTINGS})
-            own.update(values or {})
+            own.update(values)
             own['demo'] = 'False'
         for key, value in own.items():
             text = re.sub(rf'^{key} = .*$', lambda _: f'{key} = {value}',
