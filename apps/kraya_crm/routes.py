@@ -34,8 +34,7 @@ from . import mail, whatsapp
 from .capture import capture_company
 from .exceptions import NoCompanyError
 from .http import (
-    RateLimiter, client_ip, json_response, limiter, read_body, secret,
-    setting)
+    client_ip, json_response, limiter, read_body, secret, setting)
 from .exceptions import MailSettingError
 from .mail import UNSUBSCRIBE_MAX_BYTES, NotAnEmail
 from .web_form import (
@@ -75,19 +74,10 @@ def signed_body(request, ip, what, secret, header_name, rate_limiter,
 
 # --- WhatsApp ---
 
-_whatsapp_limiter = None
 # SQLite takes one writer at a time and one that finds it busy sleeps in
 # growing steps (up to 100 ms): this process's requests wait here instead,
 # each woken as soon as the one before has committed.
 _sqlite_writer = threading.Lock()
-
-
-def whatsapp_limiter():
-    global _whatsapp_limiter
-    if _whatsapp_limiter is None:
-        _whatsapp_limiter = RateLimiter(
-            setting('whatsapp_rate_limit', 6000), seconds=60)
-    return _whatsapp_limiter
 
 
 def verify(request):
@@ -119,7 +109,8 @@ def webhook(request, pool):
     ip = client_ip(request)
     body, refused = signed_body(request, ip, "WhatsApp webhook",
         secret('whatsapp_app_secret'), 'X-Hub-Signature-256',
-        whatsapp_limiter(), setting('whatsapp_max_bytes', 512 * 1024))
+        limiter('whatsapp', 'whatsapp_rate_limit', 6000),
+        setting('whatsapp_max_bytes', 512 * 1024))
     if refused:
         return refused
     database_name = pool.database_name
