@@ -445,3 +445,14 @@ def test_demo_inbox_holds_the_teams_chats(manager_inbox):
         if c['last_message'] and c['last_message']['summary']
         == "Hi, 3BHK price?"]
     assert opened[0]['window']['open'] and opened[0]['waiting']
+
+
+def test_new_whatsapp_lead_waits_in_the_teams_unassigned_tab(
+        crm_site, manager, rep):
+    conversation_id, lead_id, _ = writes_in(crm_site, manager,
+        "Any 1BHK in Thane?")
+    status, answer = rep.get('conversations?filter=unassigned&limit=200')
+    listed = {c['id']: c for c in answer['conversations']}
+    assert conversation_id in listed
+    assert listed[conversation_id]['owner'] is None
+    assert listed[conversation_id]['team']['name'] == "Mumbai Sales"

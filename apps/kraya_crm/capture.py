@@ -143,6 +143,9 @@ class Lead(metaclass=PoolMeta):
         Source = pool.get('crm.source')
         if isinstance(source, str):
             source = Source.get_by_code(source)
+        # Unowned, the new leads go to the source's team, whose reps see
+        # them (their record rule) and pick them up.
+        team = source.team_for_new_leads if source else None
         known = cls.find_by_identity(
             set().union(*(identity_keys(v) for v in vlist)) if vlist else set())
         results, to_create, to_fill = [], [], {}
@@ -154,6 +157,8 @@ class Lead(metaclass=PoolMeta):
                         if values.get(f) is not None})
                 if source:
                     lead.source = source
+                    if team and not getattr(lead, 'team', None):
+                        lead.team = team
                 if not getattr(lead, 'name', None):
                     lead.name = (values.get('phone') or values.get('whatsapp')
                         or values.get('email') or "Unknown")

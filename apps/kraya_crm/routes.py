@@ -745,6 +745,14 @@ def _inbox_call(request, pool, handler, *args, status=200):
         transaction.rollback()
         return json_response({'error': getattr(exception, 'code', 'refused'),
                 'message': exception.message}, status=400)
+    except Exception:
+        # Answered here: trytond would take the page's JSON body for a
+        # broken RPC call and answer a puzzling 400.
+        logger.exception("Inbox %s failed", request.path)
+        transaction.rollback()
+        return json_response({'error': 'server_error',
+                'message': "Something went wrong on the server; nothing "
+                "was changed. Try again."}, status=500)
     if isinstance(result, Response):
         return result
     return json_response(result, status=status)
