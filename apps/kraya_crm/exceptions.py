@@ -36,3 +36,12 @@ class MergeError(ValidationError):
 
 class SequenceValidationError(ValidationError):
     pass
+
+
+class InboxRefusal(UserError):
+    """What the team inbox cannot do, with the code its page reads beside
+    the message it shows."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser, HeaderParser
-from email.utils import format_datetime, make_msgid, parseaddr
+from email.utils import formataddr, format_datetime, make_msgid, parseaddr
 from html import escape
 from html.parser import HTMLParser
 
@@ -83,16 +83,25 @@ def html_with_footer(html, footer):
 
 
 def build_email(to, subject, text, html, message_id, unsubscribe_url,
-        from_addr=None, reply_to=None):
+        from_addr=None, reply_to=None, from_name=None, answers=()):
     """The email to send: text and HTML alternatives (the HTML made from the
     text when html is None), both ending with the unsubscribe link, and the
     RFC 8058 one-click unsubscribe headers. html, when given, is trusted
-    markup (a template); everything else put into HTML is escaped."""
+    markup (a template); everything else put into HTML is escaped.
+    from_name is the teammate who writes; answers, the Message-IDs of the
+    thread it answers, the last one answered directly."""
     msg = EmailMessage()
-    msg['From'] = from_addr or config.get('email', 'from')
+    sender = from_addr or config.get('email', 'from')
+    if from_name:
+        sender = formataddr((from_name, parseaddr(sender)[1]))
+    msg['From'] = sender
     msg['To'] = to
     if reply_to:
         msg['Reply-To'] = reply_to
+    if answers:
+        # Threads the answer in the lead's mail app (RFC 5322 3.6.4).
+        msg['In-Reply-To'] = answers[-1]
+        msg['References'] = ' '.join(answers)
     msg['Subject'] = subject
     msg['Date'] = format_datetime(dt.datetime.now(dt.timezone.utc))
     msg['Message-ID'] = message_id

@@ -362,9 +362,20 @@ class Message(metaclass=PoolMeta):
             self.body or '', None, self.provider_id,
             mail.unsubscribe_url(database, lead.id),
             # The mailbox whose mail reaches /crm/email/inbound.
-            reply_to=setting('email_reply_to', None, str))
+            reply_to=setting('email_reply_to', None, str),
+            from_name=self.author.rec_name if self.author else None,
+            answers=self._email_thread())
         result = mail.deliver(email)
         return self._outcome_values(result, utcnow(), {})
+
+    def _email_thread(self):
+        "The Message-IDs this email answers, oldest first."
+        ids, message = [], self.reply_to
+        while message and len(ids) < 20:
+            if message.channel == 'email' and message.provider_id:
+                ids.insert(0, message.provider_id)
+            message = message.reply_to
+        return ids
 
     def _outcome_values(self, result, now, decided):
         "The values of a provider's answer, unless already decided."

@@ -9,30 +9,39 @@ letter, never lost.
     OPTIONS /<db>/crm/capture/<key>          their CORS preflight
     GET|POST /<db>/crm/unsubscribe/<token>   the unsubscribe link of emails
     POST /<db>/crm/email/inbound             replies and bounces, signed
+    GET  /<db>/crm/inbox                     the team inbox page (desk session)
+    GET|POST /<db>/crm/inbox/api/...         what the inbox page reads and does
+    GET  /<db>/crm/static/<file>             the inbox page's scripts and styles
 
 Imported from the module's __init__, as Tryton's marketing_automation
 registers its own."""
 
 import hmac
+import json
 import logging
+import mimetypes
+import re
 import string
 import threading
 import time
+import urllib.parse
 from contextlib import nullcontext
 from html import escape
+from pathlib import Path
 
 from trytond import backend
 from trytond.exceptions import UserError
 from trytond.i18n import gettext
 from trytond.pool import Pool
 from trytond.protocols.wrappers import (
-    HTTPStatus, Response, allow_null_origin, with_pool, with_transaction)
+    HTTPStatus, Response, allow_null_origin, set_max_request_size, with_pool,
+    with_transaction)
 from trytond.transaction import Transaction
 from trytond.wsgi import app
 
 from . import mail, whatsapp
 from .capture import capture_company
-from .exceptions import NoCompanyError
+from .exceptions import InboxRefusal, NoCompanyError
 from .http import (
     client_ip, json_response, limiter, read_body, secret, setting)
 from .exceptions import MailSettingError
@@ -160,18 +169,32 @@ def _accept(pool, body, tries=3):
 
 # --- Web forms ---
 
-def _take_origin_aside(wsgi_app):
+# The inbox's API, whose requests from another site are refused with a
+# JSON answer (trytond would fail them with a 500 page).
+INBOX_API_PATH = re.compile(r'/crm/inbox/api/')
+
+
+def _check_origins(wsgi_app):
+    """Before trytond sees the Origin header: a web form's is ours to judge
+    (its allowed origins), and a foreign one on the inbox is refused."""
     def wrapper(environ, start_response):
-        if (CAPTURE_PATH.search(environ.get('PATH_INFO', ''))
-                and 'HTTP_ORIGIN' in environ):
+        path = environ.get('PATH_INFO', '')
+        origin = environ.get('HTTP_ORIGIN')
+        if origin is not None and CAPTURE_PATH.search(path):
             environ[ORIGIN_ENVIRON] = environ.pop('HTTP_ORIGIN')
+        elif (origin is not None and INBOX_API_PATH.search(path)
+                and urllib.parse.urlparse(origin).netloc
+                != environ.get('HTTP_HOST')):
+            return json_response({'error': 'cross_site',
+                    'message': "Refused: this request did not come from "
+                    "the inbox page."}, status=403)(environ, start_response)
         return wsgi_app(environ, start_response)
-    wrapper.kraya_capture_origin = True
+    wrapper.kraya_checks_origins = True
     return wrapper
 
 
-if not getattr(app.wsgi_app, 'kraya_capture_origin', False):
-    app.wsgi_app = _take_origin_aside(app.wsgi_app)
+if not getattr(app.wsgi_app, 'kraya_checks_origins', False):
+    app.wsgi_app = _check_origins(app.wsgi_app)
 
 
 def cors_headers(source, origin):
@@ -357,8 +380,11 @@ BUSY = ("Please try again", "We could not answer just now. "
     "Try again in a minute.")
 
 
-def page(status, title, text, button=None, headers=None):
+def page(status, title, text, button=None, headers=None, link=None):
     form = FORM.substitute(button=escape(button)) if button else ''
+    if link:
+        url, label = link
+        form += f'<form><a href="{escape(url)}">{escape(label)}</a></form>'
     return Response(
         PAGE.substitute(title=escape(title), text=escape(text), form=form),
         status=status, headers={**PAGE_HEADERS, **(headers or {})},
@@ -471,3 +497,293 @@ def inbound(request, pool):
             logger.exception("Inbound email could not be kept")
             return json_response({'error': "busy, retry"}, status=503)
         return json_response({'status': 'kept'}, status=202)
+
+
+# --- The team inbox ---
+
+STATIC = Path(__file__).parent / 'static'
+STATIC_TYPES = {
+    '.html': 'text/html; charset=utf-8', '.js': 'text/javascript',
+    '.css': 'text/css', '.svg': 'image/svg+xml', '.png': 'image/png',
+    '.woff2': 'font/woff2', '.json': 'application/json',
+    }
+INBOX_HEADERS = {
+    'Content-Security-Policy': "default-src 'self'; img-src 'self' data: "
+    "blob:; style-src 'self'; script-src 'self'; connect-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    'Cache-Control': 'no-store',
+    'X-Content-Type-Options': 'nosniff',
+    'Referrer-Policy': 'same-origin',
+    }
+CSRF_HEADER = 'X-CSRF-Token'
+# A safe fetch of our own page, or the user typing the address.
+SAME_SITE_FETCHES = {'same-origin', 'none'}
+
+
+def csrf_token(request):
+    """The token the inbox page sends with every change: derived from the
+    desk session's own secret token, which another site cannot read."""
+    session = request.session
+    if not session or not session.token:
+        return None
+    return hmac.new(session.token.encode(), b'kraya-inbox-csrf',
+        'sha256').hexdigest()
+
+
+def cross_site(request):
+    "Whether a request that changes data may have come from another site."
+    fetch_site = request.headers.get('Sec-Fetch-Site')
+    if fetch_site and fetch_site not in SAME_SITE_FETCHES:
+        return True
+    origin = request.headers.get('Origin')
+    if origin and urllib.parse.urlparse(origin).netloc != request.host:
+        return True
+    expected = csrf_token(request)
+    given = request.headers.get(CSRF_HEADER, '')
+    return not expected or not hmac.compare_digest(expected, given)
+
+
+@app.route('/<database_name>/crm/static/<path:name>', methods=['GET'])
+def static_file(request, database_name, name):
+    "The inbox's scripts and styles: files of static/, nothing above it."
+    path = (STATIC / name).resolve()
+    if (not path.is_relative_to(STATIC.resolve()) or not path.is_file()
+            or path.suffix not in STATIC_TYPES):
+        return Response('Not Found', status=404, content_type='text/plain')
+    return Response(path.read_bytes(), content_type=STATIC_TYPES[path.suffix],
+        headers={'Cache-Control': 'max-age=300',
+            'X-Content-Type-Options': 'nosniff'})
+
+
+def signed_in_user(request):
+    "The desk user of the request's session, or None."
+    try:
+        return request.user_id
+    except Exception:
+        logger.info("Inbox session check failed", exc_info=True)
+        return None
+
+
+@app.route('/<database_name>/crm/inbox', methods=['GET'])
+@with_pool
+def inbox_page(request, pool):
+    database = pool.database_name
+    desk = f'/#{database}'
+    user_id = signed_in_user(request)
+    if not user_id:
+        return page(401, "Sign in first",
+            "The inbox uses your desk session: sign in to the desk, then "
+            "open the inbox from the CRM menu.", link=(desk, "Open the desk"),
+            headers={'Cache-Control': 'no-store'})
+    if not limiter('inbox', 'inbox_rate_limit', 600).allow(user_id):
+        return page(429, *TOO_MANY, headers={'Retry-After': '60'})
+    return _inbox_page(request, pool, desk)
+
+
+@with_transaction(user='request', readonly=True)
+def _inbox_page(request, pool, desk):
+    User = pool.get('res.user')
+    user = User(Transaction().user)
+    html = string.Template((STATIC / 'inbox' / 'index.html').read_text())
+    return Response(html.safe_substitute({name: escape(str(value))
+                for name, value in {
+                    'database': pool.database_name,
+                    'csrf_token': csrf_token(request),
+                    'user_id': user.id,
+                    'user_name': user.rec_name,
+                    'user_login': user.login,
+                    'static': f'/{pool.database_name}/crm/static',
+                    'desk_url': desk,
+                    }.items()}),
+        content_type='text/html; charset=utf-8', headers=INBOX_HEADERS)
+
+
+def _conversation_id(value):
+    try:
+        return int(value)
+    except ValueError:
+        raise InboxRefusal('not_found',
+            gettext('kraya_crm.msg_inbox_not_found'))
+
+
+def _json_body(request):
+    body = read_body(request, setting('inbox_max_bytes', 64 * 1024))
+    if body is None:
+        raise InboxRefusal('too_large', "The request is too large.")
+    try:
+        values = json.loads(body or b'{}')
+    except ValueError:
+        raise InboxRefusal('bad_json', "The request is not JSON.")
+    if not isinstance(values, dict):
+        raise InboxRefusal('bad_json', "The request is not a JSON object.")
+    return values
+
+
+def _send(request, Inbox, conversation_id):
+    conversation = Inbox.conversation(conversation_id, mode='write')
+    if request.mimetype == 'multipart/form-data':
+        upload = request.files.get('file')
+        if upload is None or not upload.filename:
+            raise InboxRefusal('bad_file', "Choose a file to send.")
+        data = upload.read()
+        return Inbox.send(conversation, dict(request.form.items(),
+                channel='whatsapp'),
+            upload=(upload.filename, upload.mimetype, data))
+    return Inbox.send(conversation, _json_body(request))
+
+
+def _changing(action):
+    def changing(request, Inbox, conversation_id):
+        values = _json_body(request)
+        conversation = Inbox.conversation(conversation_id, mode='write')
+        return action(Inbox, conversation, values)
+    return changing
+
+
+def _set_state(request, Inbox, conversation_id, action):
+    values = _json_body(request)
+    conversation = Inbox.conversation(conversation_id, mode='write')
+    return {'conversation': Inbox.set_state(
+            conversation, action, values.get('until'))}
+
+
+# (method, path pattern, handler(request, Inbox, *groups), status)
+INBOX_API = [
+    ('GET', r'conversations', lambda request, Inbox: Inbox.conversations(
+            request.args.get('filter') or 'open', request.args.get('q'),
+            max(0, request.args.get('offset', 0, type=int)),
+            max(1, request.args.get('limit', 50, type=int))), 200),
+    ('GET', r'conversations/(\d+)', lambda request, Inbox, c: Inbox.thread(
+            Inbox.conversation(_conversation_id(c)),
+            request.args.get('before'),
+            max(1, request.args.get('limit', 50, type=int))), 200),
+    ('GET', r'conversations/(\d+)/templates', lambda request, Inbox, c: {
+            'templates': Inbox.templates(
+                Inbox.conversation(_conversation_id(c)))}, 200),
+    ('POST', r'conversations/(\d+)/read', lambda request, Inbox, c: {
+            'conversation': Inbox.read_conversation(
+                Inbox.conversation(_conversation_id(c)))}, 200),
+    ('POST', r'conversations/(\d+)/messages', lambda request, Inbox, c: {
+            'item': _send(request, Inbox, _conversation_id(c))}, 201),
+    ('POST', r'conversations/(\d+)/notes', _changing(
+            lambda Inbox, c, values: {
+                'item': Inbox.add_note(c, values.get('text'))}), 201),
+    ('POST', r'conversations/(\d+)/calls', _changing(
+            lambda Inbox, c, values: {'item': Inbox.log_call(c, values)}),
+        201),
+    ('POST', r'conversations/(\d+)/assign', _changing(
+            lambda Inbox, c, values: {
+                'conversation': Inbox.assign(c, values.get('user'))}), 200),
+    ('POST', r'conversations/(\d+)/(done|reopen|snooze)', _set_state, 200),
+    ('GET', r'teammates', lambda request, Inbox: {
+            'users': Inbox.teammates()}, 200),
+    ('GET', r'mentions', lambda request, Inbox: {
+            'items': Inbox.mentions()}, 200),
+    ]
+INBOX_API = [(method, re.compile(pattern), handler, status)
+    for method, pattern, handler, status in INBOX_API]
+INBOX_STATUSES = {'not_found': 404, 'not_allowed': 403, 'too_large': 413}
+
+
+@app.route('/<database_name>/crm/inbox/api/<path:action>',
+    methods=['GET', 'POST'])
+# Files for WhatsApp (documents up to 100 MB) come through here.
+@set_max_request_size(101 * 1024 * 1024)
+@with_pool
+def inbox_api(request, pool, action):
+    user_id = signed_in_user(request)
+    if not user_id:
+        return json_response({'error': 'login_required',
+                'message': "Sign in to the desk first."}, status=401)
+    if request.method == 'POST' and cross_site(request):
+        logger.warning("Inbox %s refused as cross-site from %s", action,
+            client_ip(request))
+        return json_response({'error': 'cross_site',
+                'message': "Refused: this request did not come from the "
+                "inbox page."}, status=403)
+    writing = request.method == 'POST'
+    if not limiter('inbox_post' if writing else 'inbox',
+            'inbox_post_rate_limit' if writing else 'inbox_rate_limit',
+            120 if writing else 600).allow(user_id):
+        return json_response({'error': 'too_many_requests',
+                'message': "Too many requests. Try again in a minute."},
+            status=429, headers={'Retry-After': '60'})
+    if action == 'events' and request.method == 'GET':
+        return _inbox_events(request, pool)
+    match = re.fullmatch(r'media/(\d+)', action)
+    if match and request.method == 'GET':
+        return _inbox_call(request, pool, _media_response, int(match[1]))
+    for method, pattern, handler, status in INBOX_API:
+        match = pattern.fullmatch(action)
+        if match and method == request.method:
+            return _inbox_call(request, pool, handler, *match.groups(),
+                status=status)
+    return json_response({'error': 'not_found'}, status=404)
+
+
+@with_transaction(user='request')
+def _inbox_call(request, pool, handler, *args, status=200):
+    "The handler in the user's transaction; a refusal is a JSON error."
+    User = pool.get('res.user')
+    Inbox = pool.get('crm.inbox')
+    transaction = Transaction()
+    try:
+        with transaction.set_context(
+                User.get_preferences(context_only=True)):
+            result = handler(request, Inbox, *args)
+    except InboxRefusal as refusal:
+        transaction.rollback()
+        return json_response({'error': refusal.code,
+                'message': refusal.message},
+            status=INBOX_STATUSES.get(refusal.code, 400))
+    except UserError as exception:
+        # The models' own checks (a file WhatsApp refuses...).
+        transaction.rollback()
+        return json_response({'error': getattr(exception, 'code', 'refused'),
+                'message': exception.message}, status=400)
+    if isinstance(result, Response):
+        return result
+    return json_response(result, status=status)
+
+
+def _media_response(request, Inbox, message_id):
+    name, data = Inbox.media(message_id)
+    mime_type = mimetypes.guess_type(name)[0] or 'application/octet-stream'
+    # Only images show in the thread; anything else is a download.
+    inline = mime_type in {'image/jpeg', 'image/png', 'image/webp'}
+    return Response(data or b'', content_type=mime_type, headers={
+            'Content-Disposition': '%s; filename*=UTF-8\'\'%s' % (
+                'inline' if inline else 'attachment',
+                urllib.parse.quote(name)),
+            'X-Content-Type-Options': 'nosniff',
+            'Content-Security-Policy': "default-src 'none'; sandbox",
+            'Cache-Control': 'private, max-age=3600',
+            })
+
+
+@with_transaction(user='request', readonly=True)
+def _changed_since(request, pool, cursor):
+    User = pool.get('res.user')
+    with Transaction().set_context(User.get_preferences(context_only=True)):
+        return pool.get('crm.inbox').changed_since(cursor)
+
+
+def _inbox_events(request, pool):
+    """Long poll: answer as soon as a conversation the user may see changes
+    after the cursor, else after inbox_poll_seconds with nothing."""
+    cursor = request.args.get('cursor')
+    if not cursor:
+        return json_response({'error': 'bad_cursor',
+                'message': "Ask with the cursor of the last answer."},
+            status=400)
+    deadline = time.monotonic() + setting('inbox_poll_seconds', 25)
+    while True:
+        try:
+            next_cursor, changed = _changed_since(request, pool, cursor)
+        except InboxRefusal as refusal:
+            return json_response({'error': refusal.code,
+                    'message': refusal.message}, status=400)
+        if changed or time.monotonic() >= deadline:
+            return json_response(
+                {'cursor': next_cursor, 'conversations': changed})
+        time.sleep(0.5)

@@ -14,3 +14,19 @@ Sao.config.graph_color = '#0f766e';
         return tag == 'en' ? 'en-IN' : tag;
     };
 }());
+
+// Menu entries that open a page of the module (the team inbox) name it
+// /{database}/crm/...: the desk knows which database it is signed in to.
+(function() {
+    var exec_action = Sao.Action.exec_action;
+    Sao.Action.exec_action = function(action, data, context) {
+        if (action && action.type == 'ir.action.url' && action.url &&
+                Sao.Session.current_session) {
+            action = jQuery.extend({}, action, {
+                url: action.url.replace('{database}', encodeURIComponent(
+                    Sao.Session.current_session.database)),
+            });
+        }
+        return exec_action.call(this, action, data, context);
+    };
+}());

@@ -1,0 +1,380 @@
+"""The team inbox's HTTP API on a real site, as its page uses it: the desk's
+session cookie, the CSRF token of the page, record rules per user, and
+live updates by long poll. Leads write in through the WhatsApp simulator;
+answers reach it through the real outbox and worker."""
+import json
+import re
+import secrets
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from .conftest import eventually
+
+
+class InboxClient:
+    "The inbox page's requests, with a desk session signed in as `login`."
+
+    def __init__(self, crm_site, login):
+        self.session = crm_site.login(login)
+        self.user_id = self.session.user_id
+        self.base = f'{crm_site.url}/{crm_site.database}/crm/inbox'
+        status, page, _ = self.request('GET', '', raw=True)
+        assert status == 200, page
+        self.csrf = re.search(
+            rb'<meta name="csrf-token" content="([0-9a-f]+)"', page)[1].decode()
+
+    def request(self, method, path, body=None, headers=None, raw=False,
+            cookie=True, csrf=True, timeout=30):
+        headers = dict(headers or {})
+        if cookie:
+            headers['Cookie'] = self.session.cookie
+        if method == 'POST' and csrf and hasattr(self, 'csrf'):
+            headers.setdefault('X-CSRF-Token', self.csrf)
+        data = None
+        if body is not None:
+            if isinstance(body, bytes):
+                data = body
+            else:
+                data = json.dumps(body).encode()
+                headers.setdefault('Content-Type', 'application/json')
+        request = urllib.request.Request(f'{self.base}{path}', data=data,
+            method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                status, answer = response.status, response.read()
+                answer_headers = response.headers
+        except urllib.error.HTTPError as error:
+            with error:
+                status, answer = error.code, error.read()
+                answer_headers = error.headers
+        if raw:
+            return status, answer, answer_headers
+        return status, json.loads(answer)
+
+    def get(self, path, **kwargs):
+        return self.request('GET', f'/api/{path}', **kwargs)
+
+    def post(self, path, body=None, **kwargs):
+        return self.request('POST', f'/api/{path}',
+            body if body is not None else {}, **kwargs)
+
+    def thread(self, conversation_id):
+        status, answer = self.get(f'conversations/{conversation_id}')
+        assert status == 200, answer
+        return answer
+
+
+def new_number():
+    return '+9198' + ''.join(secrets.choice('0123456789') for _ in range(8))
+
+
+@pytest.fixture(scope='module')
+def rep(crm_site):
+    return InboxClient(crm_site, 'rep')
+
+
+@pytest.fixture(scope='module')
+def rep2(crm_site):
+    return InboxClient(crm_site, 'rep2')
+
+
+@pytest.fixture(scope='module')
+def manager_inbox(crm_site):
+    return InboxClient(crm_site, 'manager')
+
+
+def writes_in(crm_site, manager, text, name=None, owner=None):
+    """A new lead writes on WhatsApp; (conversation id, lead id, number)
+    once the worker wrote it, the lead given to `owner` (a user id)."""
+    number = new_number()
+    crm_site.whatsapp.reply(number, text, name=name or "Asha Kulkarni")
+    leads = eventually(lambda: manager.search('crm.lead',
+            [('phone', '=', number)]))
+    assert leads, f'no lead for {number}'
+    if owner:
+        manager.model('crm.lead', 'write', leads, {'owner': owner})
+    conversations = eventually(lambda: manager.search('crm.conversation',
+            [('lead', '=', leads[0])]))
+    return conversations[0], leads[0], number
+
+
+@pytest.fixture(scope='module')
+def rep_lead(crm_site, manager, rep):
+    "A lead of the rep's who asked about a flat."
+    return writes_in(crm_site, manager, "Hi, 3BHK price?", owner=rep.user_id)
+
+
+def test_page_and_api_refuse_without_a_session(crm_site, rep):
+    status, page, _ = rep.request('GET', '', raw=True, cookie=False)
+    assert status == 401
+    assert b'Sign in' in page and f'/#{crm_site.database}'.encode() in page
+    status, answer = rep.get('conversations', cookie=False)
+    assert (status, answer['error']) == (401, 'login_required')
+
+
+def test_page_carries_csrf_token_and_strict_headers(rep):
+    status, page, headers = rep.request('GET', '', raw=True)
+    assert status == 200
+    assert "frame-ancestors 'none'" in headers['Content-Security-Policy']
+    assert headers['Cache-Control'] == 'no-store'
+    assert len(rep.csrf) == 64
+
+
+def test_lead_writing_in_appears_waiting_and_unread(rep, rep_lead):
+    conversation_id, lead_id, number = rep_lead
+    status, answer = rep.get('conversations?filter=waiting')
+    assert status == 200
+    listed = {c['id']: c for c in answer['conversations']}
+    assert conversation_id in listed
+    conversation = listed[conversation_id]
+    assert conversation['unread'] == 1
+    assert conversation['waiting'] is True
+    assert conversation['owner']['id'] == rep.user_id
+    assert conversation['last_message']['summary'] == "Hi, 3BHK price?"
+    assert conversation['window']['open'] is True
+    assert 0 < conversation['window']['seconds_left'] <= 24 * 3600
+    assert answer['counts']['waiting'] >= 1
+
+
+def test_search_finds_the_number_however_typed(rep, rep_lead):
+    conversation_id, _, number = rep_lead
+    typed = f'0{number[3:8]} {number[8:]}'  # 098xxx xxxxx
+    status, answer = rep.get(
+        'conversations?filter=all&q=' + urllib.request.quote(typed))
+    assert status == 200
+    assert [c['id'] for c in answer['conversations']] == [conversation_id]
+
+
+def test_rep_answers_on_whatsapp_and_it_is_the_first_response(
+        crm_site, manager, rep, rep_lead):
+    conversation_id, lead_id, number = rep_lead
+    status, answer = rep.post(f'conversations/{conversation_id}/messages',
+        {'channel': 'whatsapp', 'text': "Namaste! 3BHK starts at ₹1.2 Cr."})
+    assert status == 201, answer
+    item = answer['item']
+    assert (item['direction'], item['author']['id'], item['status']) == (
+        'outbound', rep.user_id, 'queued')
+    sent = eventually(lambda: [m for m in crm_site.whatsapp.sent
+            if m.get('to') == number.lstrip('+')])
+    assert sent and sent[0]['text'] == "Namaste! 3BHK starts at ₹1.2 Cr."
+    # The simulator reports sent, delivered and read by webhook.
+    assert eventually(lambda: [i for i in rep.thread(conversation_id)['items']
+            if i['id'] == item['id'] and i['status'] == 'read'], timeout=20)
+    lead, = manager.model('crm.lead', 'read', [lead_id],
+        ['first_response_at', 'first_response_by'])
+    assert lead['first_response_by'] == rep.user_id
+    assert lead['first_response_at']
+    thread = rep.thread(conversation_id)
+    assert thread['conversation']['waiting'] is False
+
+
+def test_opening_a_conversation_clears_its_unread(rep, rep_lead):
+    conversation_id, _, _ = rep_lead
+    status, answer = rep.post(f'conversations/{conversation_id}/read')
+    assert status == 200, answer
+    assert answer['conversation']['unread'] == 0
+
+
+def test_quoted_reply_and_buttons_are_kept_on_the_message(rep, rep_lead):
+    conversation_id, _, _ = rep_lead
+    question = [i for i in rep.thread(conversation_id)['items']
+        if i['direction'] == 'inbound'][0]
+    status, answer = rep.post(f'conversations/{conversation_id}/messages', {
+            'channel': 'whatsapp', 'text': "When can you visit?",
+            'reply_to': question['id'],
+            'buttons': ["Saturday", "Sunday"]})
+    assert status == 201, answer
+    assert answer['item']['reply_to']['id'] == question['id']
+    assert answer['item']['buttons'] == ["Saturday", "Sunday"]
+    status, answer = rep.post(f'conversations/{conversation_id}/messages', {
+            'channel': 'whatsapp', 'text': "Pick one",
+            'buttons': ["A", "B", "C", "D"]})
+    assert (status, answer['error']) == (400, 'bad_buttons')
+    status, answer = rep.post(f'conversations/{conversation_id}/messages', {
+            'channel': 'whatsapp', 'text': "Pick one",
+            'buttons': ["A site visit this Saturday"]})
+    assert (status, answer['error']) == (400, 'bad_buttons')
+
+
+def test_outside_the_window_only_a_template_goes(crm_site, manager, rep):
+    conversation_id, lead_id, _ = writes_in(crm_site, manager,
+        "Interested", owner=rep.user_id)
+    crm_site.sql("UPDATE crm_lead SET last_inbound_at = %s WHERE id = %s",
+        ('2026-01-01 10:00:00', lead_id))
+    conversation = rep.thread(conversation_id)['conversation']
+    assert conversation['window'] == {
+        'open': False, 'closes_at': None, 'seconds_left': 0}
+    status, answer = rep.post(f'conversations/{conversation_id}/messages',
+        {'channel': 'whatsapp', 'text': "Still interested?"})
+    assert (status, answer['error']) == (400, 'window_closed')
+    assert '24 hours' in answer['message']
+
+
+def test_note_with_mention_notifies_the_manager(
+        crm_site, manager, manager_inbox, rep, rep_lead):
+    conversation_id, lead_id, _ = rep_lead
+    status, answer = rep.post(f'conversations/{conversation_id}/notes',
+        {'text': "@manager can we give 2% off?"})
+    assert status == 201, answer
+    note = answer['item']
+    assert (note['type'], note['direction']) == ('note', 'internal')
+    assert [m['id'] for m in note['mentions']] == [manager_inbox.user_id]
+    notifications = manager.search_read('res.notification', [
+            ('user', '=', manager_inbox.user_id),
+            ('records', '=', json.dumps([lead_id]))], ['label'])
+    assert any('mentioned you' in n['label'] for n in notifications)
+    status, answer = manager_inbox.get('mentions')
+    assert note['id'] in [i['id'] for i in answer['items']]
+    # Never sent to the lead.
+    assert not [m for m in crm_site.whatsapp.sent
+        if "2% off" in (m.get('text') or '')]
+
+
+def test_logged_call_counts_as_first_response(crm_site, manager, rep):
+    conversation_id, lead_id, _ = writes_in(crm_site, manager,
+        "Call me", owner=rep.user_id)
+    status, answer = rep.post(f'conversations/{conversation_id}/calls', {
+            'outcome': 'connected', 'duration_seconds': 185,
+            'note': "Wants a site visit on Sunday"})
+    assert status == 201, answer
+    assert answer['item']['call'] == {'outcome': 'connected',
+        'outcome_label': "Connected", 'duration_seconds': 185}
+    lead, = manager.model('crm.lead', 'read', [lead_id],
+        ['first_response_by'])
+    assert lead['first_response_by'] == rep.user_id
+    status, answer = rep.post(f'conversations/{conversation_id}/calls',
+        {'outcome': 'maybe', 'duration_seconds': 10})
+    assert (status, answer['error']) == (400, 'bad_outcome')
+
+
+def test_assign_snooze_done_and_reopen(crm_site, manager, rep, rep2):
+    conversation_id, lead_id, _ = writes_in(crm_site, manager,
+        "Need a 2BHK", owner=rep.user_id)
+    path = f'conversations/{conversation_id}'
+    status, answer = rep.post(f'{path}/assign', {'user': rep2.user_id})
+    assert status == 200, answer
+    assert answer['conversation']['owner']['id'] == rep2.user_id
+    # Now rep2's: they snooze it, then the lead writes again and wakes it.
+    status, answer = rep2.post(f'{path}/snooze',
+        {'until': '2099-01-01T04:30:00Z'})
+    assert answer['conversation']['state'] == 'snoozed'
+    status, answer = rep2.post(f'{path}/done')
+    assert answer['conversation']['state'] == 'done'
+    status, answer = rep2.post(f'{path}/reopen')
+    assert answer['conversation']['state'] == 'open'
+    status, answer = rep2.post(f'{path}/snooze', {'until': '2001-01-01T00:00Z'})
+    assert (status, answer['error']) == (400, 'bad_time')
+    texts = [i['text'] for i in rep2.thread(conversation_id)['items']
+        if i['type'] in {'assignment', 'event'}]
+    assert "Assigned to Anita Desai" in texts
+    assert {"Snoozed", "Marked done", "Reopened"} <= set(texts)
+
+
+def test_a_rep_cannot_read_or_answer_another_reps_conversation(
+        crm_site, manager, rep, rep2, rep_lead):
+    conversation_id, _, _ = rep_lead
+    path = f'conversations/{conversation_id}'
+    assert rep2.get(path)[0] == 404
+    assert rep2.get(f'{path}/templates')[0] == 404
+    for action, body in [('messages', {'text': "hi"}), ('notes',
+                {'text': "x"}), ('read', {}), ('assign', {'user': None}),
+            ('done', {})]:
+        status, answer = rep2.post(f'{path}/{action}', body)
+        assert (status, answer['error']) == (404, 'not_found'), action
+    listed = [c['id'] for c in rep2.get('conversations?filter=all')[1][
+            'conversations']]
+    assert conversation_id not in listed
+
+
+def test_the_accountant_reads_but_cannot_answer(crm_site, rep_lead):
+    accountant = InboxClient(crm_site, 'accountant')
+    conversation_id, _, _ = rep_lead
+    assert accountant.get(f'conversations/{conversation_id}')[0] == 200
+    status, answer = accountant.post(
+        f'conversations/{conversation_id}/messages', {'text': "hello"})
+    assert (status, answer['error']) == (403, 'not_allowed')
+
+
+@pytest.mark.parametrize('headers', [
+        {'X-CSRF-Token': ''},
+        {'X-CSRF-Token': '0' * 64},
+        {'Sec-Fetch-Site': 'cross-site'},
+        {'Sec-Fetch-Site': 'same-site'},
+        ], ids=['no-token', 'wrong-token', 'cross-site', 'same-site'])
+def test_changes_from_another_site_are_refused(rep, rep_lead, headers):
+    conversation_id, _, _ = rep_lead
+    status, answer = rep.post(f'conversations/{conversation_id}/notes',
+        {'text': "forged"}, headers=headers)
+    assert (status, answer['error']) == (403, 'cross_site')
+
+
+def test_another_sites_origin_is_refused(crm_site, rep, rep_lead):
+    conversation_id, _, _ = rep_lead
+    status, answer = rep.post(f'conversations/{conversation_id}/notes',
+        {'text': "forged"}, headers={'Origin': 'https://evil.example'})
+    assert (status, answer['error']) == (403, 'cross_site')
+    notes = [i['body'] for i in rep.thread(conversation_id)['items']]
+    assert "forged" not in notes
+
+
+def test_what_leads_write_comes_back_as_text_in_json(
+        crm_site, manager, rep):
+    name = '<img src=x onerror=alert(1)>'
+    conversation_id, _, _ = writes_in(crm_site, manager,
+        "<script>alert('hi')</script>", name=name, owner=rep.user_id)
+    status, raw, headers = rep.request(
+        'GET', f'/api/conversations/{conversation_id}', raw=True)
+    assert headers['Content-Type'] == 'application/json'
+    thread = json.loads(raw)
+    assert thread['conversation']['lead']['name'] == name
+    inbound, = [i for i in thread['items'] if i['direction'] == 'inbound']
+    assert inbound['body'] == "<script>alert('hi')</script>"
+
+
+def test_new_message_reaches_a_waiting_long_poll_within_two_seconds(
+        crm_site, manager, rep, rep_lead):
+    conversation_id, _, number = rep_lead
+    status, first = rep.get('conversations')
+    answers = []
+
+    def poll():
+        answers.append((time.monotonic(), rep.get(
+                    'events?cursor=' + urllib.request.quote(first['cursor']),
+                    timeout=60)))
+    # Let what happened before the cursor settle, then wait for news.
+    time.sleep(1.1)
+    status, settled = rep.get('conversations')
+    first = settled
+    poller = threading.Thread(target=poll)
+    poller.start()
+    time.sleep(0.5)
+    sent_at = time.monotonic()
+    crm_site.whatsapp.reply(number, "Is parking included?")
+    poller.join(timeout=40)
+    (answered_at, (status, answer)), = answers
+    assert status == 200
+    changed = {c['id']: c for c in answer['conversations']}
+    assert conversation_id in changed
+    assert changed[conversation_id]['last_message']['summary'] == \
+        "Is parking included?"
+    assert answered_at - sent_at < 2.5
+
+
+def test_email_answer_threads_and_comes_from_the_rep(
+        crm_site, manager, rep):
+    conversation_id, lead_id, _ = writes_in(crm_site, manager,
+        "Send details by email", owner=rep.user_id)
+    address = f'lead{secrets.token_hex(4)}@example.in'
+    manager.model('crm.lead', 'write', [lead_id], {'email': address})
+    status, answer = rep.post(f'conversations/{conversation_id}/messages', {
+            'channel': 'email', 'subject': "Flat details",
+            'text': "Please find the details below."})
+    assert status == 201, answer
+    emails = eventually(lambda: crm_site.mail.sent_to(address))
+    email = emails[0]
+    assert email['Subject'] == "Flat details"
+    assert email['From'].startswith('Rahul Verma <')
