@@ -28,7 +28,7 @@ const FILTERS = [
     {key: 'opted_out', label: 'Opted out'},
     {key: 'done', label: 'Done', more: true},
     {key: 'snoozed', label: 'Snoozed', more: true},
-    {key: 'all', label: 'All open', more: true},
+    {key: 'all', label: 'All', more: true},
 ];
 const CALL_OUTCOMES = {connected: 'Connected', no_answer: 'No answer',
     busy: 'Busy', wrong_number: 'Wrong number', callback: 'Call back later'};
@@ -397,7 +397,7 @@ function matchesFilter(conversation) {
     case 'unassigned': return open && !conversation.owner;
     case 'done': return conversation.state === 'done';
     case 'snoozed': return conversation.state === 'snoozed';
-    case 'all': return open;
+    case 'all': return true;
     default: return null;
     }
 }
@@ -411,7 +411,7 @@ function renderTabs() {
             onclick: () => selectFilter(filter.key)},
         h('span', {class: 'tab-label'}, filter.label),
         state.counts[filter.key] !== undefined
-            ? h('span', {class: 'tab-count'}, state.counts[filter.key]) : null);
+            ? h('span', {class: 'tab-count'}, countText(filter.key)) : null);
     const moreMenu = h('div', {class: 'menu', role: 'menu', hidden: true},
         FILTERS.filter(filter => filter.more).map(filter => h('button', {
                 type: 'button', role: 'menuitem', class: 'menu-item',
@@ -420,7 +420,7 @@ function renderTabs() {
                 onclick: () => selectFilter(filter.key)},
             filter.label,
             state.counts[filter.key] !== undefined
-                ? h('span', {class: 'menu-count'}, state.counts[filter.key])
+                ? h('span', {class: 'menu-count'}, countText(filter.key))
                 : null)));
     const moreButton = h('button', {type: 'button', class: 'tab more',
             'aria-haspopup': 'true', 'aria-expanded': 'false',
@@ -429,6 +429,12 @@ function renderTabs() {
         current.more ? current.label : 'More', ' ▾');
     replace(tabs, ...FILTERS.filter(filter => !filter.more).map(tab),
         h('div', {class: 'menu-anchor'}, moreButton, moreMenu));
+}
+
+// The server counts up to COUNT_LIMIT (100): past it, "99+".
+function countText(key) {
+    const count = state.counts[key];
+    return count >= 100 ? '99+' : String(count);
 }
 
 function selectFilter(key) {
@@ -513,9 +519,12 @@ function renderList() {
             ? `No conversation matches “${state.q}”.`
             : 'Nothing here. Well done!';
     }
+    // Not every tab is counted: a full page may have more after it.
     const total = state.counts[state.filter];
-    $('#load-more').hidden = state.q ? state.conversations.length < PAGE_SIZE
-        : !(total > state.conversations.length);
+    $('#load-more').hidden = total !== undefined && total < 100 && !state.q
+        ? !(total > state.conversations.length)
+        : state.conversations.length % PAGE_SIZE !== 0
+            || !state.conversations.length;
 }
 
 function leadName(conversation) {
