@@ -378,3 +378,70 @@ def test_email_answer_threads_and_comes_from_the_rep(
     email = emails[0]
     assert email['Subject'] == "Flat details"
     assert email['From'].startswith('Rahul Verma <')
+
+
+def post_inbound_email(crm_site, raw):
+    "The lead's email, as an inbound-parse service posts it to the site."
+    import hashlib
+    import hmac
+    secret = crm_site.site.config().get('kraya_crm', 'email_inbound_secret')
+    request = urllib.request.Request(
+        f'{crm_site.url}/{crm_site.database}/crm/email/inbound', data=raw,
+        headers={'X-Kraya-Signature': 'sha256=' + hmac.new(
+                secret.encode(), raw, hashlib.sha256).hexdigest()})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_email_answer_goes_on_the_leads_thread(crm_site, manager, rep):
+    address = f'lead{secrets.token_hex(4)}@example.in'
+    asked = f'<{secrets.token_hex(8)}@mail.example.in>'
+    assert post_inbound_email(crm_site, (
+            f"From: Kavya Nair <{address}>\r\nTo: sales@example.in\r\n"
+            f"Subject: Brochure for Powai towers\r\nMessage-ID: {asked}\r\n"
+            "Date: Tue, 01 Dec 2026 10:00:00 +0530\r\n\r\n"
+            "Please send the brochure.\r\n").encode()) == {'status': 'stored'}
+    lead_id, = eventually(lambda: manager.search('crm.lead',
+            [('email', '=', address)]))
+    manager.model('crm.lead', 'write', [lead_id], {'owner': rep.user_id})
+    conversation_id, = manager.search('crm.conversation',
+        [('lead', '=', lead_id)])
+    status, answer = rep.post(f'conversations/{conversation_id}/messages',
+        {'channel': 'email', 'text': "Attached is the brochure."})
+    assert status == 201, answer
+    email, = eventually(lambda: crm_site.mail.sent_to(address))
+    assert email['Subject'] == "Re: Brochure for Powai towers"
+    assert email['In-Reply-To'] == asked
+    assert asked in email['References']
+    assert email['From'].startswith('Rahul Verma <')
+
+
+def test_static_files_are_served_and_nothing_above_them(crm_site, rep):
+    base = f'{crm_site.url}/{crm_site.database}/crm/static'
+    with urllib.request.urlopen(f'{base}/custom.js', timeout=10) as response:
+        assert response.headers['Content-Type'] == 'text/javascript'
+        assert b'Sao' in response.read()
+    for path in ['../routes.py', '..%2Froutes.py', 'inbox/../../tryton.cfg',
+            'nothing.js']:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f'{base}/{path}', timeout=10)
+        assert refused.value.code == 404, path
+
+
+def test_oversized_request_is_refused_and_nothing_kept(rep, rep_lead):
+    conversation_id, _, _ = rep_lead
+    status, answer = rep.post(f'conversations/{conversation_id}/notes',
+        {'text': 'x' * (70 * 1024)})
+    assert (status, answer['error']) == (413, 'too_large')
+
+
+def test_demo_inbox_holds_the_teams_chats(manager_inbox):
+    status, answer = manager_inbox.get('conversations?filter=all&limit=200')
+    summaries = {c['last_message']['summary']
+        for c in answer['conversations'] if c['last_message']}
+    assert {"Hi, 3BHK price?", "Booked. Rahul will meet you at the gate."} \
+        <= summaries
+    opened = [c for c in answer['conversations']
+        if c['last_message'] and c['last_message']['summary']
+        == "Hi, 3BHK price?"]
+    assert opened[0]['window']['open'] and opened[0]['waiting']

@@ -546,6 +546,10 @@ def cross_site(request):
 @app.route('/<database_name>/crm/static/<path:name>', methods=['GET'])
 def static_file(request, database_name, name):
     "The inbox's scripts and styles: files of static/, nothing above it."
+    if not limiter('static', 'static_rate_limit', 1200).allow(
+            client_ip(request)):
+        return Response('Too Many Requests', status=429,
+            content_type='text/plain', headers={'Retry-After': '60'})
     path = (STATIC / name).resolve()
     if (not path.is_relative_to(STATIC.resolve()) or not path.is_file()
             or path.suffix not in STATIC_TYPES):
