@@ -1954,6 +1954,8 @@ async function submitItem(id, path, payload, clearDraft) {
     try {
         const data = await api('POST', `conversations/${id}/${path}`, payload);
         clearDraft();
+        // Sent: the redraw below must not save the sent text back as draft.
+        delete composer.dataset.channel;
         if (state.openId === id) {
             if (data && data.item) {
                 mergeItems([data.item]);
