@@ -456,3 +456,17 @@ def test_new_whatsapp_lead_waits_in_the_teams_unassigned_tab(
     assert conversation_id in listed
     assert listed[conversation_id]['owner'] is None
     assert listed[conversation_id]['team']['name'] == "Mumbai Sales"
+
+
+def test_open_in_inbox_makes_the_conversation_of_a_lead_made_in_the_desk(
+        crm_site, rep):
+    lead_id, = rep.session.model('crm.lead', 'create', [{
+                'name': "Walk-in Meera", 'phone': '98200 11223'}])
+    action = rep.session.model('crm.lead', 'open_inbox', [lead_id])
+    assert action['type'] == 'ir.action.url'
+    conversation_id = int(action['url'].rsplit('?c=', 1)[1])
+    assert action['url'] == (
+        f'/{crm_site.database}/crm/inbox?c={conversation_id}')
+    thread = rep.thread(conversation_id)
+    assert thread['conversation']['lead']['name'] == "Walk-in Meera"
+    assert thread['conversation']['window']['open'] is False

@@ -364,6 +364,24 @@ class Lead(metaclass=PoolMeta):
         t = cls.__table__()
         cls._sql_indexes.add(Index(t, (t.first_response_at, Index.Range()),
                 where=t.first_response_at == Null))
+        cls._buttons.update({
+                'open_inbox': {
+                    'icon': 'tryton-forward',
+                    'depends': [],
+                    },
+                })
+
+    @classmethod
+    @ModelView.button_action('kraya_crm.act_inbox')
+    def open_inbox(cls, leads):
+        "Open the lead's conversation in the team inbox, to write first."
+        Conversation = Pool().get('crm.conversation')
+        lead = leads[0]
+        # Whoever may open the lead may see its conversation.
+        with without_check_access():
+            conversation = Conversation.of_leads([lead])[lead.id]
+        database = Transaction().database.name
+        return {'url': f'/{database}/crm/inbox?c={conversation.id}'}
 
     @classmethod
     def record_first_responses(cls, answers):
