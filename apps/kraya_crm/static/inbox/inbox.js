@@ -1,5 +1,5 @@
 // Kraya CRM team inbox: the conversation list, the thread as a chat and
-// the composer, over the JSON API of /work/shared/inbox-api.md.
+// the composer, over the JSON API of docs/inbox-api.md.
 //
 // Whatever a lead or a teammate wrote is put in the page as text (the h()
 // helper below makes text nodes of strings); nothing from the API ever goes
