@@ -600,9 +600,8 @@ def raw_queries(postgresql, user, teams, company, args):
         'LEFT JOIN crm_team t ON t.id = l.team '
         'LEFT JOIN crm_message m ON m.id = c.last_message '
         'WHERE {where} AND ' + rule + ' ORDER BY {order} LIMIT ' + str(PAGE))
-    inbox_order = 'c.last_inbound_at DESC NULLS LAST, c.id DESC' \
-        if postgresql else \
-        'c.last_inbound_at IS NULL, c.last_inbound_at DESC, c.id DESC'
+    # SQLite 3.30+ knows NULLS LAST too (and can then use the index).
+    inbox_order = 'c.last_inbound_at DESC NULLS LAST, c.id DESC'
     since = dt.datetime.fromisoformat(args.cursor.rstrip('Z'))
     queries = {
         'open': (page.format(where="c.state = 'open'", order=inbox_order),
