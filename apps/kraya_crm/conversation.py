@@ -376,6 +376,8 @@ class Lead(metaclass=PoolMeta):
     def open_inbox(cls, leads):
         "Open the lead's conversation in the team inbox, to write first."
         Conversation = Pool().get('crm.conversation')
+        if not leads:
+            return
         lead = leads[0]
         # Whoever may open the lead may see its conversation.
         with without_check_access():
