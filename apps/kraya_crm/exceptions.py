@@ -36,3 +36,15 @@ class MergeError(ValidationError):
 
 class SequenceValidationError(ValidationError):
     pass
+
+
+class MediaError(UserError):
+    "A file WhatsApp does not take: its type or its size."
+
+
+class ButtonsError(ValidationError):
+    "Reply buttons WhatsApp refuses: more than three, or a long title."
+
+
+class TemplateSyncError(UserError):
+    "The template catalogue could not be read from Meta."
