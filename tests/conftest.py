@@ -102,6 +102,7 @@ def crm_site(tmp_path_factory):
         app_secret=conf.get('kraya_crm', 'whatsapp_app_secret'),
         access_token=conf.get('kraya_crm', 'whatsapp_access_token'),
         phone_number_id=conf.get('kraya_crm', 'whatsapp_phone_number_id'),
+        waba_id=conf.get('kraya_crm', 'whatsapp_business_account_id'),
         ).start()
     mail = SmtpSink().start()
     configure(site, {
