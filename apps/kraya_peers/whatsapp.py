@@ -98,6 +98,7 @@ MEDIA_SECONDS = 30 * 24 * 3600
 MAX_BUTTONS, MAX_BUTTON_TITLE = 3, 20
 MAX_ROWS, MAX_ROW_TITLE = 10, 24
 TEMPLATE_PAGE = 25
+TEMPLATE_LIMIT = 250  # an account whose business is not verified
 # The approved templates of the demo business (name, language, category,
 # body); a send names one of them or is refused with 132001.
 DEFAULT_TEMPLATES = [
@@ -774,15 +775,27 @@ class Simulator:
         templates = self.templates()
         page = templates[start:start + limit]
         answer = {'data': page}
+        if query.get('summary'):
+            # Graph's summary=total_count,...: what the account holds.
+            summary = {'total_count': len(templates),
+                'message_template_count': len(templates),
+                'message_template_limit': TEMPLATE_LIMIT,
+                'are_translations_complete': True}
+            asked = query['summary'][0].split(',')
+            answer['summary'] = {k: v for k, v in summary.items()
+                if k in asked}
         if page:
             answer['paging'] = {'cursors': {'before': paging_cursor(start),
                     'after': paging_cursor(start + len(page))}}
             if start + len(page) < len(templates):
-                version = query.get('_version', ['v21.0'])[0]
+                # The same query from the next cursor, as Graph links it.
+                version = query.pop('_version', ['v21.0'])[0]
+                following = {k: v[0] for k, v in query.items()}
+                following.update(limit=limit,
+                    after=answer['paging']['cursors']['after'])
                 answer['paging']['next'] = (
                     f'{self.url}/{version}/{waba_id}/message_templates?'
-                    + urlencode({'limit': limit,
-                            'after': answer['paging']['cursors']['after']}))
+                    + urlencode(following))
         return 200, answer
 
     def _take_throughput(self):
