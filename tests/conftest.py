@@ -112,6 +112,7 @@ def crm_site(tmp_path_factory):
             # not minutes, so that the tests can wait for them.
             ('kraya_crm', 'outbox_retry_seconds'): 1,
             ('kraya_crm', 'outbox_lease_seconds'): 4,
+            ('kraya_crm', 'media_retry_seconds'): 1,
             # Small batches, so that the worker's batch after batch path
             # runs under the tests' bursts of deliveries.
             ('kraya_crm', 'whatsapp_batch_size'): 4,
@@ -156,6 +157,23 @@ def manager(crm_site):
 def admin(crm_site):
     "The demo's administrator over JSON-RPC."
     return crm_site.login('admin')
+
+
+@pytest.fixture(scope='module')
+def tick(crm_site, admin):
+    """One run of the follow-up crons by trytond-cron, as every minute: due
+    enrollments run, the outbox is woken."""
+    site = crm_site.site
+    cron_ids = admin.search('ir.cron', [('method', 'in', [
+                    'crm.enrollment|run_due', 'crm.message|wake_outbox'])])
+    assert len(cron_ids) == 2
+
+    def tick():
+        admin.model('ir.cron', 'write', cron_ids, {'next_call': None})
+        subprocess.run([sites.bin_path('trytond-cron'), '--once', '-c',
+                str(site.config_file), '-d', site.database],
+            env=site.environ(), check=True, timeout=120)
+    return tick
 
 
 def eventually(check, timeout=15, interval=0.1):

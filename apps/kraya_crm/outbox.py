@@ -25,6 +25,7 @@ from trytond import backend
 from trytond.i18n import gettext
 from trytond.model import Index, Unique, fields
 from trytond.pool import Pool, PoolMeta
+from trytond.rpc import RPC
 from trytond.transaction import Transaction
 
 from .exceptions import ButtonsError
@@ -146,6 +147,10 @@ class Message(metaclass=PoolMeta):
             ('skipped', "Skipped"),
             ('cancelled', "Cancelled"),
             ]
+        # The inbox and the desk mark a conversation read on the phone.
+        cls.__rpc__.update({
+                'mark_read_on_whatsapp': RPC(readonly=False, instantiate=0),
+                })
         t = cls.__table__()
         cls._sql_constraints += [
             # A step is sent once per enrollment, whatever happens.

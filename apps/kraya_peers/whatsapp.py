@@ -13,7 +13,8 @@ tests: the real client talks HTTP to it as it would to graph.facebook.com.
     POST /_sim/reply     {"from", "name", and "text", or "image" /
                          "document" / "audio" / "video" / "sticker":
                          {"filename", "mime_type", "data_base64",
-                         "caption"}, or "button": {"text", "payload"};
+                         "caption", "fail"?, "expired"?}, or "button":
+                         {"text", "payload"};
                          "context": a wamid it quotes}: a lead writes to us
     POST /_sim/preferences   {"from", "value": "stop"|"resume"}: a lead
                          stops or resumes marketing messages
@@ -477,8 +478,9 @@ class Simulator:
             context=None):
         """A lead writes to us: posts the inbound message webhook and opens
         the number's 24-hour window. `media` is {kind: {filename,
-        mime_type, data (bytes) or data_base64, caption}}: the file is kept
-        under a media id the webhook carries, to be downloaded. Returns
+        mime_type, data (bytes) or data_base64, caption, fail (its first
+        downloads that fail), expired}}: the file is kept under a media id
+        the webhook carries, to be downloaded. Returns
         the message's wamid (and the media id)."""
         wa_id, wamid = digits(number), new_wamid()
         message = {'from': wa_id, 'id': wamid,
@@ -491,6 +493,12 @@ class Simulator:
                 data = base64.b64decode(item.get('data_base64') or '')
             stored = self._keep_media(data, item['mime_type'],
                 item.get('filename'), lead=True)
+            if item.get('fail'):
+                # Its first downloads fail, as when Meta is having trouble.
+                self.fail_media(stored.id, item['fail'])
+            if item.get('expired'):
+                # Gone before anyone fetches it.
+                self.expire_media(stored.id)
             content = {'id': stored.id, 'mime_type': stored.mime_type,
                 'sha256': stored.sha256}
             if item.get('caption'):
