@@ -160,20 +160,27 @@ def admin(crm_site):
 
 
 @pytest.fixture(scope='module')
-def tick(crm_site, admin):
-    """One run of the follow-up crons by trytond-cron, as every minute: due
-    enrollments run, the outbox is woken."""
+def run_crons(crm_site, admin):
+    """run_crons(*methods): one run of these crons by trytond-cron, as when
+    they fall due."""
     site = crm_site.site
-    cron_ids = admin.search('ir.cron', [('method', 'in', [
-                    'crm.enrollment|run_due', 'crm.message|wake_outbox'])])
-    assert len(cron_ids) == 2
 
-    def tick():
+    def run(*methods):
+        cron_ids = admin.search('ir.cron', [('method', 'in', list(methods))])
+        assert len(cron_ids) == len(methods)
         admin.model('ir.cron', 'write', cron_ids, {'next_call': None})
         subprocess.run([sites.bin_path('trytond-cron'), '--once', '-c',
                 str(site.config_file), '-d', site.database],
             env=site.environ(), check=True, timeout=120)
-    return tick
+    return run
+
+
+@pytest.fixture(scope='module')
+def tick(run_crons):
+    """One run of the follow-up crons, as every minute: due enrollments
+    run, the outbox is woken."""
+    return lambda: run_crons(
+        'crm.enrollment|run_due', 'crm.message|wake_outbox')
 
 
 def eventually(check, timeout=15, interval=0.1):

@@ -168,7 +168,9 @@ class Message(metaclass=PoolMeta):
     @classmethod
     def fetch_media(cls, messages):
         "Download the pending files of these messages (the worker's task)."
-        for message in messages:
+        # A retry's task and the sweep's never fetch one file twice.
+        cls.lock(messages)
+        for message in cls.browse([m.id for m in messages]):
             if message.media_state not in {'pending', 'failed'} \
                     or not message.media_id:
                 continue
