@@ -102,6 +102,7 @@ def crm_site(tmp_path_factory):
         app_secret=conf.get('kraya_crm', 'whatsapp_app_secret'),
         access_token=conf.get('kraya_crm', 'whatsapp_access_token'),
         phone_number_id=conf.get('kraya_crm', 'whatsapp_phone_number_id'),
+        waba_id=conf.get('kraya_crm', 'whatsapp_business_account_id'),
         ).start()
     mail = SmtpSink().start()
     configure(site, {
@@ -111,6 +112,7 @@ def crm_site(tmp_path_factory):
             # not minutes, so that the tests can wait for them.
             ('kraya_crm', 'outbox_retry_seconds'): 1,
             ('kraya_crm', 'outbox_lease_seconds'): 4,
+            ('kraya_crm', 'media_retry_seconds'): 1,
             # Small batches, so that the worker's batch after batch path
             # runs under the tests' bursts of deliveries.
             ('kraya_crm', 'whatsapp_batch_size'): 4,
@@ -155,6 +157,30 @@ def manager(crm_site):
 def admin(crm_site):
     "The demo's administrator over JSON-RPC."
     return crm_site.login('admin')
+
+
+@pytest.fixture(scope='module')
+def run_crons(crm_site, admin):
+    """run_crons(*methods): one run of these crons by trytond-cron, as when
+    they fall due."""
+    site = crm_site.site
+
+    def run(*methods):
+        cron_ids = admin.search('ir.cron', [('method', 'in', list(methods))])
+        assert len(cron_ids) == len(methods)
+        admin.model('ir.cron', 'write', cron_ids, {'next_call': None})
+        subprocess.run([sites.bin_path('trytond-cron'), '--once', '-c',
+                str(site.config_file), '-d', site.database],
+            env=site.environ(), check=True, timeout=120)
+    return run
+
+
+@pytest.fixture(scope='module')
+def tick(run_crons):
+    """One run of the follow-up crons, as every minute: due enrollments
+    run, the outbox is woken."""
+    return lambda: run_crons(
+        'crm.enrollment|run_due', 'crm.message|wake_outbox')
 
 
 def eventually(check, timeout=15, interval=0.1):

@@ -52,23 +52,6 @@ def sequence(manager):
     manager.model('crm.sequence', 'write', made, {'active': False})
 
 
-@pytest.fixture(scope='module')
-def tick(crm_site, admin):
-    """One run of the follow-up crons by trytond-cron, as every minute: due
-    enrollments run, the outbox is woken."""
-    site = crm_site.site
-    cron_ids = admin.search('ir.cron', [('method', 'in', [
-                    'crm.enrollment|run_due', 'crm.message|wake_outbox'])])
-    assert len(cron_ids) == 2
-
-    def tick():
-        admin.model('ir.cron', 'write', cron_ids, {'next_call': None})
-        subprocess.run([sites.bin_path('trytond-cron'), '--once', '-c',
-                str(site.config_file), '-d', site.database],
-            env=site.environ(), check=True, timeout=120)
-    return tick
-
-
 def new_number():
     return '91' + random.choice('987') + '%09d' % random.randrange(10 ** 9)
 

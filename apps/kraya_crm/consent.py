@@ -9,6 +9,9 @@ from .message import utcnow
 
 CONSENT_CHANNELS = [
     ('whatsapp', "WhatsApp"),
+    # Marketing templates only: a lead who stops them still gets replies
+    # and utility templates (Meta's "Stop promotions", user_preferences).
+    ('whatsapp_marketing', "WhatsApp marketing"),
     ('email', "Email"),
     ('sms', "SMS"),
     ('call', "Phone Call"),
@@ -19,13 +22,20 @@ OPT_IN_HOW = [
     ('inbound_chat', "Messaged us first"),
     ('import', "Import, with a stated basis"),
     ('manual', "Recorded by staff"),
+    ('whatsapp_preferences', "Resumed in WhatsApp"),
     ]
 # Words that end WhatsApp messages for good, in the languages our leads use.
 STOP_WORDS = {'stop', 'unsubscribe', 'stop all', 'बंद', 'बन्द', 'रोको'}
+# The quick-reply button Meta adds to marketing templates.
+STOP_PROMOTIONS = 'stop promotions'
 
 
 def is_stop_request(text):
     return (text or '').strip().strip('.!').lower() in STOP_WORDS
+
+
+def is_stop_promotions(text):
+    return (text or '').strip().lower() == STOP_PROMOTIONS
 
 
 class Consent(ModelSQL, ModelView):
@@ -97,6 +107,24 @@ class Lead(metaclass=PoolMeta):
                 consent.opted_in_basis = basis
                 to_save.append(consent)
         Consent.save(to_save)
+
+    @classmethod
+    def opt_back_in(cls, leads, channel, how, basis=None):
+        """The lead asked for the channel again (resumed marketing
+        messages): an opt-out of theirs ends."""
+        Consent = Pool().get('crm.lead.consent')
+        to_save = []
+        for lead in leads:
+            consent = lead.consent(channel)
+            if consent is None or consent.state != 'opted_out':
+                continue
+            consent.state = 'opted_in'
+            consent.opted_in_at = utcnow()
+            consent.opted_in_how = how
+            consent.opted_in_basis = basis
+            to_save.append(consent)
+        Consent.save(to_save)
+        return [c.lead for c in to_save]
 
     @classmethod
     def opt_out(cls, leads, channel, reason):

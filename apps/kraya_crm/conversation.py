@@ -291,10 +291,6 @@ class Message(metaclass=PoolMeta):
         ondelete='SET NULL',
         help="The teammate who sent, logged or wrote it; empty for the "
         "lead's messages and automated follow-ups.")
-    reply_to = fields.Many2One('crm.message', "Reply To", readonly=True,
-        ondelete='SET NULL', domain=[('lead', '=', Eval('lead', -1))],
-        help="The message this one answers (quoted on WhatsApp, "
-        "In-Reply-To in an email).")
     call_outcome = fields.Selection([(None, "")] + CALL_OUTCOMES,
         "Call Outcome", readonly=True,
         states={'invisible': Eval('channel') != 'call'})

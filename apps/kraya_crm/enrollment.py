@@ -251,7 +251,10 @@ class Enrollment(Workflow, ModelSQL, ModelView):
         Message = pool.get('crm.message')
         Task = pool.get('crm.task')
         Notification = pool.get('res.notification')
+        Step = pool.get('crm.sequence.step')
         matching = cls._matching_conditions(enrollments)
+        files = Step.file_attachments(
+            [e.next_step for e in enrollments if e.next_step])
         messages, tasks, notifications = [], [], []
         ending, moving = {}, {}
         to_reengage = []
@@ -286,7 +289,8 @@ class Enrollment(Workflow, ModelSQL, ModelView):
                 if notification:
                     notifications.append(notification)
             else:
-                messages.append(enrollment._message(step, now))
+                messages.extend(
+                    enrollment._messages(step, now, files.get(step.id)))
             moving.setdefault(enrollment._after(step, now), []).append(
                 enrollment)
         # Enrollments moved on from one step at once share their values:
@@ -381,6 +385,29 @@ class Enrollment(Workflow, ModelSQL, ModelView):
         message.error_message = gettext(f'kraya_crm.{reason}', **params)
         return message
 
+    def _messages(self, step, now, attachment=None):
+        """The queued messages of a WhatsApp or email step, or why not: the
+        step's file goes as its template's image or document header, or
+        as a message of its own right after."""
+        message = self._message(step, now)
+        if not attachment or message.status != 'queued':
+            return [message]
+        kind = step.file_kind
+        header = step.template.header_format if step.template else None
+        if header == kind.upper():
+            # The template's header carries it (a text step is sent as its
+            # template outside the window; inside, as the file captioned).
+            message.media = attachment
+            return [message]
+        file_message = self._base_message(None, 'whatsapp')
+        file_message.status = 'queued'
+        # After the step's own message: one a recipient per batch.
+        file_message.send_after = now + dt.timedelta(seconds=1)
+        file_message.address = message.address
+        file_message.kind = kind
+        file_message.media = attachment
+        return [message, file_message]
+
     def _message(self, step, now):
         "The queued message of a WhatsApp or email step, or why not."
         lead = self.lead
@@ -402,6 +429,7 @@ class Enrollment(Workflow, ModelSQL, ModelView):
             message.kind = ('template' if step.channel == 'whatsapp_template'
                 else 'text')
             message.body = render(step.body, lead, self.deal) or None
+            message.template = step.template
             message.template_name = step.template_name
             message.template_language = step.template_language
             message.template_parameters = json.dumps([
@@ -537,7 +565,8 @@ class Lead(metaclass=PoolMeta):
     def opt_out(cls, leads, channel, reason):
         newly = super().opt_out(leads, channel, reason)
         Enrollment = Pool().get('crm.enrollment')
-        if newly:
+        # A lead who only stopped promotions still talks to us.
+        if newly and channel != 'whatsapp_marketing':
             Enrollment.end([e for e in Enrollment.running([
                             ('lead', 'in', [l.id for l in newly])])
                     if e.sequence.stop_on_opt_out], 'stopped', 'opted_out')

@@ -45,3 +45,15 @@ class InboxRefusal(UserError):
     def __init__(self, code, message):
         super().__init__(message)
         self.code = code
+
+
+class MediaError(UserError):
+    "A file WhatsApp does not take: its type or its size."
+
+
+class ButtonsError(ValidationError):
+    "Reply buttons WhatsApp refuses: more than three, or a long title."
+
+
+class TemplateSyncError(UserError):
+    "The template catalogue could not be read from Meta."

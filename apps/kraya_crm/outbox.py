@@ -15,6 +15,7 @@ unrecorded (docs/decisions.md, "The outbox"):
 import datetime as dt
 import json
 import logging
+import mimetypes
 import time
 from dataclasses import dataclass
 
@@ -24,18 +25,26 @@ from trytond import backend
 from trytond.i18n import gettext
 from trytond.model import Index, Unique, fields
 from trytond.pool import Pool, PoolMeta
+from trytond.rpc import RPC
 from trytond.transaction import Transaction
 
+from .exceptions import ButtonsError
 from .http import setting
 from .message import utcnow
 
 logger = logging.getLogger(__name__)
 QUEUE_NAME = 'crm_outbox'
+READ_QUEUE_NAME = 'crm_whatsapp_read'
+# WhatsApp's reply buttons: at most three, titles of 1 to 20 characters.
+MAX_BUTTONS, MAX_BUTTON_TITLE = 3, 20
+# Meta's per-user marketing cap (131049) lifts in a day; one more try.
+MARKETING_LIMIT = '131049'
 WINDOW = dt.timedelta(hours=24)
 # At most one message per recipient in a batch: WhatsApp refuses a second
 # one to the same user within about six seconds (131056).
 PAIR_INTERVAL = dt.timedelta(seconds=6)
 CALLBACK_PREFIX = 'kraya:'
+DEFAULT_UPLOAD_RETRY = 60
 
 _whatsapp_client = None
 
@@ -63,6 +72,23 @@ def whatsapp_client():
     if _whatsapp_client is None:
         _whatsapp_client = WhatsAppClient.from_config()
     return _whatsapp_client
+
+
+def check_buttons(titles):
+    """The reply-button titles WhatsApp takes, as a list; ButtonsError
+    says what is wrong before anything is queued."""
+    if not isinstance(titles, (list, tuple)) or not titles or not all(
+            isinstance(t, str) and t.strip() for t in titles) \
+            or len(set(titles)) != len(titles):
+        raise ButtonsError(gettext('kraya_crm.msg_buttons_not_a_list'))
+    if len(titles) > MAX_BUTTONS:
+        raise ButtonsError(gettext('kraya_crm.msg_buttons_too_many',
+                count=len(titles)))
+    for title in titles:
+        if len(title) > MAX_BUTTON_TITLE:
+            raise ButtonsError(gettext('kraya_crm.msg_buttons_title_too_long',
+                    title=title, length=len(title)))
+    return list(titles)
 
 
 def callback_data(message_id, attempt):
@@ -107,6 +133,13 @@ class Message(metaclass=PoolMeta):
     sending_at = fields.Timestamp("Sending Since", readonly=True)
     attempts = fields.Integer("Attempts", readonly=True,
         help="How many times it was handed to the provider.")
+    reply_to = fields.Many2One('crm.message', "Reply To", readonly=True,
+        ondelete='SET NULL',
+        help="The message this one answers: quoted on WhatsApp, "
+        "In-Reply-To in an email.")
+    buttons = fields.Text("Buttons", readonly=True,
+        help="The reply buttons sent with the message (a JSON list of up "
+        "to 3 titles).")
 
     @classmethod
     def __setup__(cls):
@@ -115,6 +148,10 @@ class Message(metaclass=PoolMeta):
             ('skipped', "Skipped"),
             ('cancelled', "Cancelled"),
             ]
+        # The inbox and the desk mark a conversation read on the phone.
+        cls.__rpc__.update({
+                'mark_read_on_whatsapp': RPC(readonly=False, instantiate=0),
+                })
         t = cls.__table__()
         cls._sql_constraints += [
             # A step is sent once per enrollment, whatever happens.
@@ -134,6 +171,56 @@ class Message(metaclass=PoolMeta):
     @classmethod
     def default_attempts(cls):
         return 0
+
+    @classmethod
+    def validate(cls, messages):
+        super().validate(messages)
+        for message in messages:
+            if message.direction == 'outbound' and message.buttons:
+                try:
+                    titles = json.loads(message.buttons)
+                except ValueError:
+                    titles = None
+                check_buttons(titles)
+
+    @property
+    def button_titles(self):
+        return json.loads(self.buttons) if self.buttons else []
+
+    @classmethod
+    def mark_read_on_whatsapp(cls, messages):
+        """Queue the read receipts of these inbound WhatsApp messages: the
+        latest of each lead is enough, WhatsApp marks the earlier ones."""
+        latest = {}
+        for message in messages:
+            if (message.direction != 'inbound'
+                    or message.channel != 'whatsapp'
+                    or not message.provider_id):
+                continue
+            known = latest.get(message.lead.id)
+            if known is None or (message.at, message.id) > (
+                    known.at, known.id):
+                latest[message.lead.id] = message
+        if latest:
+            with Transaction().set_context(queue_name=READ_QUEUE_NAME):
+                cls.__queue__.send_read_receipts(list(latest.values()))
+
+    @classmethod
+    def send_read_receipts(cls, messages, attempt=1):
+        "The worker's task: post the read receipts; retry once if Meta failed."
+        from .whatsapp_client import GraphError
+        failed = []
+        for message in messages:
+            try:
+                whatsapp_client().mark_read(message.provider_id)
+            except GraphError as error:
+                logger.info("read receipt of %s: %s", message.id, error)
+                if error.retry:
+                    failed.append(message)
+        if failed and attempt < 3:
+            with Transaction().set_context(queue_name=READ_QUEUE_NAME,
+                    queue_scheduled_at=backoff(attempt + 1)):
+                cls.__queue__.send_read_receipts(failed, attempt=attempt + 1)
 
     @classmethod
     def default_send_after(cls):
@@ -317,6 +404,9 @@ class Message(metaclass=PoolMeta):
             'error_message': gettext(f'kraya_crm.{message}', **params)}
 
     def _deliver_whatsapp(self):
+        from .whatsapp_client import GraphError
+        pool = Pool()
+        Lead = pool.get('crm.lead')
         lead = self.lead
         if self.kind != 'opt_out_ack' and not lead.may_contact('whatsapp'):
             return self._skip('msg_outbox_opted_out', channel="WhatsApp")
@@ -330,27 +420,92 @@ class Message(metaclass=PoolMeta):
             if not self.template_name:
                 return self._skip('msg_outbox_window_closed')
             kind = 'template'
+        template = self.catalogue_template() if kind == 'template' else None
+        if (template and template.is_marketing
+                and not lead.may_contact('whatsapp_marketing')):
+            return self._skip('msg_outbox_marketing_opted_out')
         client = whatsapp_client()
-        data = callback_data(self.id, self.attempts)
-        to = self.address.lstrip('+')
-        if kind == 'template':
-            result = client.send_template(to, self.template_name,
-                self.template_language or 'en',
-                json.loads(self.template_parameters or '[]'),
-                callback_data=data)
-        else:
-            result = client.send_text(to, self.body or '',
-                callback_data=data)
         values = {'kind': kind}
+        try:
+            result = self._send_whatsapp(client, kind, template)
+        except GraphError as error:
+            # The upload of our file failed: nothing was sent.
+            result = SendResult('retry' if error.retry else 'failed',
+                error_code=error.code, error_message=gettext(
+                    'kraya_crm.msg_media_upload_failed',
+                    error=error.message, code=error.code),
+                retry_after=DEFAULT_UPLOAD_RETRY if error.retry else None)
+        if self.media_id:
+            values['media_id'] = self.media_id
+        if template:
+            values['template'] = template.id
         if result.outcome == 'reengage' and kind != 'template' \
                 and self.template_name:
             # The window closed between our check and WhatsApp's.
             values.update(status='queued', kind='template', send_after=now)
         elif result.outcome == 'invalid_number':
-            Pool().get('crm.lead').write([lead], {'not_on_whatsapp': True})
+            Lead.write([lead], {'not_on_whatsapp': True})
             values['status'] = 'failed'
+        elif result.outcome == 'marketing_opt_out':
+            Lead.opt_out([lead], 'whatsapp_marketing', gettext(
+                    'kraya_crm.msg_consent_marketing_refused'))
+            values.update(status='failed', failed_at=now)
+        elif (result.outcome == 'retry'
+                and result.error_code == MARKETING_LIMIT
+                and self.error_code == MARKETING_LIMIT):
+            values.update(status='failed', failed_at=now)
+            result.error_message = gettext(
+                'kraya_crm.msg_outbox_marketing_limit')
         values.update(self._outcome_values(result, now, values))
         return values
+
+    def catalogue_template(self):
+        "The catalogue entry of the template this message sends, if known."
+        Template = Pool().get('crm.whatsapp.template')
+        if self.template:
+            return self.template
+        if not self.template_name:
+            return None
+        found = Template.search([
+                ('name', '=', self.template_name),
+                ('language', '=', self.template_language or 'en'),
+                ('active', 'in', [True, False]),
+                ], limit=1)
+        return found[0] if found else None
+
+    def _send_whatsapp(self, client, kind, template):
+        "Hand the message to WhatsApp as `kind`: the SendResult."
+        data = callback_data(self.id, self.attempts)
+        to = self.address.lstrip('+')
+        reply_to = self.reply_to.provider_id if self.reply_to else None
+        media_kind = self.media and self._media_kind()
+        if kind == 'template':
+            header = None
+            if (media_kind and template
+                    and template.header_format in {'IMAGE', 'DOCUMENT'}):
+                header = {'type': template.header_format.lower(),
+                    'id': self.upload_media(client),
+                    'filename': self.media.name}
+            return client.send_template(to, self.template_name,
+                self.template_language or 'en',
+                json.loads(self.template_parameters or '[]'),
+                callback_data=data, header=header, reply_to=reply_to)
+        if kind == 'buttons':
+            return client.send_buttons(to, self.body or '',
+                self.button_titles, callback_data=data, reply_to=reply_to)
+        if media_kind:
+            return client.send_media(to, media_kind, self.upload_media(client),
+                caption=self.body, filename=self.media.name,
+                callback_data=data, reply_to=reply_to)
+        return client.send_text(to, self.body or '', callback_data=data,
+            reply_to=reply_to)
+
+    def _media_kind(self):
+        "image, document... as our file is sent."
+        from .media import kind_of
+        return self.kind if self.kind in {'image', 'document', 'audio',
+            'video'} else kind_of(self.media_mime_type
+            or mimetypes.guess_type(self.media.name)[0]) or 'document'
 
     def _deliver_email(self):
         from . import mail

@@ -13,11 +13,12 @@ from trytond.i18n import gettext
 from trytond.model import (
     DeactivableMixin, ModelSQL, ModelView, fields, sequence_ordered)
 from trytond.pool import Pool, PoolMeta
-from trytond.pyson import Eval
+from trytond.pyson import Bool, Eval
 from trytond.transaction import Transaction
 
 from .exceptions import SequenceValidationError
 from .http import setting
+from .media import check_upload
 from .template import unknown_variables
 
 WEEKDAYS = [
@@ -270,18 +271,29 @@ class Step(sequence_ordered('position', "Position"), ModelSQL, ModelView):
             },
         help="Variables: {lead.name}, {lead.first_name}, {lead.city}, "
         "{owner.name}, {deal.title}, {deal.value}, {company.name}...")
-    template_name = fields.Char("WhatsApp Template",
+    template = fields.Many2One('crm.whatsapp.template', "WhatsApp Template",
+        domain=[('status', '=', 'APPROVED')], ondelete='RESTRICT',
+        states={
+            'invisible': ~Eval('channel').in_(
+                ['whatsapp_text', 'whatsapp_template']),
+            },
+        help="An approved template of the catalogue (Configuration > "
+        "WhatsApp Templates). For a text step, what is sent instead "
+        "outside the 24-hour window.")
+    template_name = fields.Char("Template Name",
         states={
             'invisible': ~Eval('channel').in_(
                 ['whatsapp_text', 'whatsapp_template']),
             'required': Eval('channel') == 'whatsapp_template',
+            'readonly': Bool(Eval('template')),
             },
-        help="An approved template of the WhatsApp Business account. For "
-        "a text step, what is sent instead outside the 24-hour window.")
+        help="The template's name at Meta: filled from the template picked "
+        "above.")
     template_language = fields.Char("Template Language",
         states={
             'invisible': ~Eval('channel').in_(
                 ['whatsapp_text', 'whatsapp_template']),
+            'readonly': Bool(Eval('template')),
             })
     template_parameters = fields.Text("Template Parameters",
         states={
@@ -290,6 +302,21 @@ class Step(sequence_ordered('position', "Position"), ModelSQL, ModelView):
             },
         help="The template's {{1}}, {{2}}... one per line, e.g. "
         "{lead.first_name}.")
+    file = fields.Binary("File", filename='file_name', file_id='file_id',
+        states={
+            'invisible': ~Eval('channel').in_(
+                ['whatsapp_text', 'whatsapp_template']),
+            },
+        help="An image (JPEG, PNG up to 5 MB) or document (PDF, Word, "
+        "Excel... up to 100 MB) sent with the step: as the template's "
+        "header when it has an image or document one, else right after "
+        "the message.")
+    file_name = fields.Char("File Name",
+        states={'invisible': ~Eval('file')})
+    file_id = fields.Char("File ID", readonly=True)
+    file_attachment = fields.Many2One('ir.attachment', "Sent File",
+        readonly=True, ondelete='SET NULL',
+        help="The copy of the file the step's messages send.")
     condition = fields.Char("Only For Leads Matching",
         help="A domain on the lead, e.g. [[\"city\", \"=\", \"Mumbai\"]]. "
         "Leads not matching skip the step.")
@@ -319,6 +346,47 @@ class Step(sequence_ordered('position', "Position"), ModelSQL, ModelView):
     def default_template_language(cls):
         return 'en'
 
+    @fields.depends('template')
+    def on_change_template(self):
+        if self.template:
+            self.template_name = self.template.name
+            self.template_language = self.template.language
+
+    @classmethod
+    def preprocess_values(cls, mode, values):
+        values = super().preprocess_values(mode, values)
+        if mode == 'write' and {'file', 'file_name'} & values.keys():
+            # Messages queued from now on send the new file.
+            values['file_attachment'] = None
+        if values.get('template'):
+            Template = Pool().get('crm.whatsapp.template')
+            template = Template(values['template'])
+            values['template_name'] = template.name
+            values['template_language'] = template.language
+        return values
+
+    @classmethod
+    def file_attachments(cls, steps):
+        """{step id: the attachment its messages send}, made once per file
+        (the lead's messages all point at it, not at copies)."""
+        Attachment = Pool().get('ir.attachment')
+        steps = [s for s in {s.id: s for s in steps}.values() if s.file]
+        missing = [s for s in steps if not s.file_attachment]
+        if missing:
+            made = Attachment.create([{
+                        'name': s.file_name or s.name, 'type': 'data',
+                        'data': s.file, 'resource': str(s)}
+                    for s in missing])
+            for step, attachment in zip(missing, made):
+                cls.write([step], {'file_attachment': attachment.id})
+        return {s.id: s.file_attachment for s in cls.browse(steps)}
+
+    @property
+    def file_kind(self):
+        "image or document, as the step's file is sent."
+        return check_upload(self.file_name or self.name, None,
+            len(self.file)) if self.file else None
+
     @property
     def delay_seconds(self):
         return self.delay * DELAY_UNITS[self.delay_unit]
@@ -344,6 +412,15 @@ class Step(sequence_ordered('position', "Position"), ModelSQL, ModelView):
                     raise SequenceValidationError(gettext(
                             'kraya_crm.msg_step_unknown_variable',
                             step=step.name, variables=', '.join(unknown)))
+            if step.file:
+                if step.channel not in {'whatsapp_text', 'whatsapp_template'}:
+                    raise SequenceValidationError(gettext(
+                            'kraya_crm.msg_step_file_needs_whatsapp',
+                            step=step.name))
+                if step.file_kind not in {'image', 'document'}:
+                    raise SequenceValidationError(gettext(
+                            'kraya_crm.msg_step_file_kind', step=step.name,
+                            filename=step.file_name))
             if step.condition:
                 try:
                     domain = json.loads(step.condition)

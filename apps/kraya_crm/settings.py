@@ -17,6 +17,7 @@ DEMO_VALUES = {
     'whatsapp_api_url': 'http://127.0.0.1:8100',
     'whatsapp_phone_number_id': '100000000000001',
     'whatsapp_access_token': 'kraya-demo-access-token',
+    'whatsapp_business_account_id': '100000000000000',
     'link_secret': 'kraya-demo-link-secret',
     'email_inbound_secret': 'kraya-demo-email-inbound-secret',
     }

@@ -20,13 +20,14 @@ from sql import Null
 from sql.operators import Exists
 
 from trytond import backend
+from trytond.i18n import gettext
 from trytond.model import Index, Model, ModelSQL, ModelView, fields
 from trytond.pool import Pool, PoolMeta
 from trytond.transaction import Transaction
 
 from .batch import run_in_batches
 from .capture import capture_company
-from .consent import is_stop_request
+from .consent import is_stop_promotions, is_stop_request
 from .http import setting
 from .message import utcnow
 
@@ -96,13 +97,27 @@ def message_content(message):
     return kind, None, f"{kind}: {title}" if title else kind
 
 
+def media_of(message):
+    "{id, mime_type, filename} of a message's file, or None."
+    kind = message.get('type')
+    content = message.get(kind) if kind in MEDIA_TYPES else None
+    if not isinstance(content, dict) or not content.get('id'):
+        return None
+    return {'id': str(content['id']), 'mime_type': content.get('mime_type'),
+        'filename': content.get('filename')}
+
+
 class Delivery:
     "The messages and statuses of one webhook body, read and checked."
 
     def __init__(self):
-        self.messages = []   # dicts: wamid, wa_id, name, at, kind, body, attachment
+        # dicts: wamid, wa_id, name, at, kind, body, attachment, media,
+        # quoted (the wamid it replies to)
+        self.messages = []
         # tuples: wamid, status, at, error code, error, callback data
         self.statuses = []
+        # dicts: wa_id, value (stop or resume), detail, at
+        self.preferences = []
 
     @classmethod
     def from_payload(cls, payload):
@@ -129,6 +144,7 @@ class Delivery:
         for delivery in deliveries:
             combined.messages.extend(delivery.messages)
             combined.statuses.extend(delivery.statuses)
+            combined.preferences.extend(delivery.preferences)
         return combined
 
     def _read_value(self, value):
@@ -142,6 +158,7 @@ class Delivery:
                     or not message.get('from'):
                 raise WebhookError("message without id or sender")
             kind, body, attachment = message_content(message)
+            context = message.get('context')
             self.messages.append({
                     'wamid': message['id'],
                     'wa_id': str(message['from']),
@@ -150,6 +167,22 @@ class Delivery:
                     'kind': kind,
                     'body': body,
                     'attachment': attachment,
+                    'media': media_of(message),
+                    'quoted': context.get('id')
+                    if isinstance(context, dict) else None,
+                    })
+        for preference in value.get('user_preferences') or []:
+            if not isinstance(preference, dict) \
+                    or not preference.get('wa_id'):
+                raise WebhookError("user preference without wa_id")
+            if preference.get('category') != 'marketing_messages' \
+                    or preference.get('value') not in {'stop', 'resume'}:
+                continue  # a preference we do not act on
+            self.preferences.append({
+                    'wa_id': str(preference['wa_id']),
+                    'value': preference['value'],
+                    'detail': preference.get('detail'),
+                    'at': from_timestamp(preference.get('timestamp')),
                     })
         for status in value.get('statuses') or []:
             if not isinstance(status, dict) or not status.get('id'):
@@ -193,6 +226,8 @@ class WhatsAppWebhook(Model):
             with transaction.set_context(company=capture_company()):
                 return cls.process(delivery)
         Message.apply_statuses('whatsapp', delivery.statuses)
+        if delivery.preferences:
+            cls._apply_preferences(delivery.preferences)
         known = Message.by_provider_id(
             'whatsapp', {m['wamid'] for m in delivery.messages})
         fresh, seen = [], set()
@@ -215,12 +250,20 @@ class WhatsAppWebhook(Model):
                     'whatsapp': '+' + m['wa_id'].lstrip('+'),
                     } for m in messages], source='whatsapp')
         leads = [lead for lead, _ in captured]
-        Message.save([Message(
+        quoted = Message.by_provider_id('whatsapp',
+            {m['quoted'] for m in messages if m['quoted']})
+        now = utcnow()
+        received = [Message(
                     lead=lead, deal=lead.open_deal, direction='inbound',
                     channel='whatsapp', status='received', at=m['at'],
                     provider_id=m['wamid'], address='+' + m['wa_id'],
-                    kind=m['kind'], body=m['body'], attachment=m['attachment'])
-                for m, lead in zip(messages, leads)])
+                    kind=m['kind'], body=m['body'], attachment=m['attachment'],
+                    reply_to=quoted.get(m['quoted']), **cls._media_values(
+                        m['media'], now))
+                for m, lead in zip(messages, leads)]
+        Message.save(received)
+        # Media ids expire: fetched by the worker as soon as this commits.
+        Message.queue_media_fetch([m for m in received if m.media_id])
         stops = [m['kind'] in {'text', 'button'} and is_stop_request(m['body'])
             for m in messages]
         # STOP is not a reply to answer: it ends WhatsApp, not the talk.
@@ -232,6 +275,47 @@ class WhatsAppWebhook(Model):
                 for lead, stop in zip(leads, stops) if stop}.values())
         if stopping:
             cls._opt_out(stopping)
+        no_promotions = list({lead.id: lead for lead, m in zip(leads, messages)
+                if m['kind'] == 'button'
+                and is_stop_promotions(m['body'])}.values())
+        if no_promotions:
+            Lead.opt_out(Lead.browse(no_promotions), 'whatsapp_marketing',
+                gettext('kraya_crm.msg_consent_stop_promotions'))
+
+    @staticmethod
+    def _media_values(media, now):
+        "The values of a received file, to be downloaded."
+        if not media:
+            return {}
+        from .media import retry_wait
+        return {'media_id': media['id'], 'media_mime_type': media['mime_type'],
+            'media_filename': media['filename'], 'media_state': 'pending',
+            # The cron's sweep takes it if the worker's task is lost.
+            'media_retry_at': now + retry_wait(1)}
+
+    @classmethod
+    def _apply_preferences(cls, preferences):
+        """A lead stopped or resumed marketing messages in WhatsApp: the
+        last word of each counts. Unknown numbers are no leads of ours."""
+        Lead = Pool().get('crm.lead')
+        last = {}
+        for preference in sorted(preferences, key=lambda p: p['at']):
+            last['+' + preference['wa_id'].lstrip('+')] = preference
+        found = Lead.find_by_identity({('phone', n) for n in last})
+        for number, preference in last.items():
+            lead = found.get(('phone', number))
+            if lead is None:
+                continue
+            detail = preference['detail'] or preference['value']
+            if preference['value'] == 'stop':
+                Lead.opt_out([lead], 'whatsapp_marketing', gettext(
+                        'kraya_crm.msg_consent_marketing_stopped',
+                        detail=detail))
+            else:
+                Lead.opt_back_in([lead], 'whatsapp_marketing',
+                    'whatsapp_preferences', gettext(
+                        'kraya_crm.msg_consent_marketing_resumed',
+                        detail=detail))
 
     @classmethod
     def _opt_out(cls, leads):

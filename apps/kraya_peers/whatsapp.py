@@ -1,19 +1,42 @@
 """A local stand-in for Meta's WhatsApp Cloud API, for the demo and the
 tests: the real client talks HTTP to it as it would to graph.facebook.com.
 
-    POST /<version>/<phone number id>/messages   a send (Bearer token)
-    POST /_sim/reply     {"from", "name", "text"}: a lead writes to us
+    POST /<version>/<phone number id>/messages   a send (Bearer token): text,
+                         template, image/document/audio/video/sticker by
+                         id or link, interactive buttons and lists, a
+                         quoted reply (context), or a read receipt
+    POST /<version>/<phone number id>/media   an upload (multipart)
+    GET /<version>/<media id>    the media's url, type, sha256 and size
+    GET /_media/<media id>       the bytes (the same Bearer token)
+    GET /<version>/<WABA id>/message_templates   the catalogue, paged
+                         (limit, after; paging.cursors and paging.next)
+    POST /_sim/reply     {"from", "name", and "text", or "image" /
+                         "document" / "audio" / "video" / "sticker":
+                         {"filename", "mime_type", "data_base64",
+                         "caption", "fail"?, "expired"?}, or "button":
+                         {"text", "payload"};
+                         "context": a wamid it quotes}: a lead writes to us
+    POST /_sim/preferences   {"from", "value": "stop"|"resume"}: a lead
+                         stops or resumes marketing messages
     POST /_sim/fail      {"to", "code", "times"?, "async"?}: the next sends
                          to that number fail, answered or as a status
+    POST /_sim/media     {"id", "expire"?, "fail"?}: a media id expires,
+                         or its next `fail` downloads answer 500
+    GET|POST /_sim/templates   the catalogue; POST {"templates": [...],
+                         "replace"?} adds, changes or replaces entries
     POST /_sim/window    {"number", "open"?}: open or close a 24-hour window
     GET|POST /_sim/settings   throughput, pair_interval, statuses,
                          status_delay, response_delay, not_on_whatsapp,
                          webhook_url
-    GET /_sim/messages   every accepted send, in order
+    GET /_sim/messages   every accepted send, in order (with its media's
+                         filename, type and size, its buttons, what it quotes)
+    GET /_sim/reads      every read receipt the business sent
     POST /_sim/reset     GET /_sim/health
 
 It keeps Meta's limits (throughput per number, pair rate per recipient,
-the 24-hour window for free-form text, numbers not on WhatsApp) and answers
+the 24-hour window for free-form messages, numbers not on WhatsApp, media
+types and sizes, three reply buttons of 20 characters, templates that must
+exist and be approved) and answers
 with Meta's error shapes and HTTP statuses. Accepted sends get signed
 status webhooks (sent, delivered, read) from a background thread.
 
@@ -23,6 +46,9 @@ status webhooks (sent, delivered, read) from a background thread.
 This file imports nothing of trytond or of the client: it is the other
 side of the wire, and a test oracle must not share the code it checks."""
 import argparse
+import base64
+import email.parser
+import email.policy
 import functools
 import hashlib
 import heapq
@@ -36,12 +62,63 @@ import threading
 import time
 import urllib.request
 import uuid
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 logger = logging.getLogger(__name__)
 
 SEND_PATH = re.compile(r'/(v\d+\.\d+)/([^/]+)/messages')
+UPLOAD_PATH = re.compile(r'/(v\d+\.\d+)/([^/]+)/media')
+TEMPLATES_PATH = re.compile(r'/(v\d+\.\d+)/([^/]+)/message_templates')
+MEDIA_PATH = re.compile(r'/(v\d+\.\d+)/(\d+)')
+DOWNLOAD_PATH = re.compile(r'/_media/(\d+)')
+MB = 1024 * 1024
+# Meta's supported media: kind -> ({MIME type: what it is}, largest bytes).
+MEDIA_LIMITS = {
+    'image': ({'image/jpeg': 'JPEG', 'image/png': 'PNG'}, 5 * MB),
+    'document': ({'text/plain': 'text', 'application/pdf': 'PDF',
+            'application/msword': 'Word',
+            'application/vnd.openxmlformats-officedocument'
+            '.wordprocessingml.document': 'Word',
+            'application/vnd.ms-excel': 'Excel',
+            'application/vnd.openxmlformats-officedocument'
+            '.spreadsheetml.sheet': 'Excel',
+            'application/vnd.ms-powerpoint': 'PowerPoint',
+            'application/vnd.openxmlformats-officedocument'
+            '.presentationml.presentation': 'PowerPoint'}, 100 * MB),
+    'audio': ({'audio/aac': 'AAC', 'audio/amr': 'AMR', 'audio/mpeg': 'MP3',
+            'audio/mp4': 'MP4 audio', 'audio/ogg': 'OGG (Opus)'}, 16 * MB),
+    'video': ({'video/mp4': 'MP4', 'video/3gpp': '3GPP'}, 16 * MB),
+    # Animated stickers may be 500 KB; a lead's sticker is not checked.
+    'sticker': ({'image/webp': 'WebP'}, 500 * 1024),
+    }
+MEDIA_KINDS = tuple(MEDIA_LIMITS)
+# Media ids live 30 days at Meta; a lead's media can be fetched for 7.
+MEDIA_SECONDS = 30 * 24 * 3600
+MAX_BUTTONS, MAX_BUTTON_TITLE = 3, 20
+MAX_ROWS, MAX_ROW_TITLE = 10, 24
+TEMPLATE_PAGE = 25
+TEMPLATE_LIMIT = 250  # an account whose business is not verified
+# The approved templates of the demo business (name, language, category,
+# body); a send names one of them or is refused with 132001.
+DEFAULT_TEMPLATES = [
+    ('hello', 'en', 'UTILITY', "Hello from us!"),
+    ('hello', 'hi', 'UTILITY', "नमस्ते!"),
+    ('welcome', 'en', 'UTILITY', "Namaste {{1}}, thank you for writing to us."),
+    ('enquiry_welcome', 'en', 'UTILITY',
+        "Namaste {{1}}! Thank you for your enquiry. May we call you today?"),
+    ('site_visit', 'en', 'UTILITY',
+        "Hello {{1}}, your site visit is at {{2}}."),
+    ('site_visit_invite', 'en', 'UTILITY',
+        "Hello {{1}}, would you like to visit the site this weekend?"),
+    ('proposal_reminder', 'en', 'UTILITY',
+        "Hello {{1}}, did you get a chance to look at our proposal for {{2}}?"),
+    ('bench_follow_up', 'en', 'UTILITY', "Hello {{1}} of {{2}}."),
+    ('offer', 'en', 'MARKETING', "A festive offer for you, {{1}}!"),
+    ('new_launch_offer', 'en', 'MARKETING',
+        "{{1}}, our new launch has an early-bird price. Reply to know more."),
+    ]
 WINDOW_SECONDS = 24 * 3600
 STATUSES = ('sent', 'delivered', 'read')
 ERROR_CODES_URL = '/docs/whatsapp/cloud-api/support/error-codes/'
@@ -64,6 +141,8 @@ ERRORS = {
     131026: (400, "Message undeliverable",
         "Unable to deliver message: the recipient is not on WhatsApp or "
         "has not accepted the terms of service."),
+    131009: (400, "Parameter value is not valid",
+        "One or more parameter values are invalid."),
     131047: (400, "Re-engagement message",
         "Message failed to send because more than 24 hours have passed "
         "since the customer last replied to this number."),
@@ -74,6 +153,13 @@ ERRORS = {
         "ecosystem engagement.",
         "In order to maintain a healthy ecosystem engagement, the message "
         "failed to be delivered."),
+    131050: (400, "Unable to deliver the message. This recipient has "
+        "chosen to stop receiving marketing messages on WhatsApp from your "
+        "business.",
+        "Message failed to send because the user has stopped marketing "
+        "messages from this business."),
+    131053: (400, "Media upload error",
+        "Unable to upload the media used in the message."),
     131056: (400, "(Business Account, Consumer Account) pair rate limit hit",
         "Message failed to send because there were too many messages sent "
         "from this phone number to the same phone number in a short period "
@@ -81,6 +167,8 @@ ERRORS = {
     132001: (404, "Template name does not exist in the translation",
         "The template does not exist in this language or is not approved."),
     }
+# Graph errors of the GET endpoints (media, templates), not of sends.
+NOT_FOUND_SUBCODE = 33
 
 
 def digits(number):
@@ -120,16 +208,29 @@ def status_error(code):
         'error_data': {'details': details}, 'href': ERROR_CODES_URL}
 
 
+class Refused(ValueError):
+    "A send Meta refuses with a code of its own (not 100)."
+
+    def __init__(self, code, details=None):
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
 def read_message(body):
-    "The send request as the Cloud API checks it; ValueError says why not."
+    """The send request as the Cloud API checks it; ValueError says why not
+    (answered as error 100), Refused carries another code."""
     try:
         message = json.loads(body)
     except ValueError:
         raise ValueError("The request body is not JSON.")
     if not isinstance(message, dict):
         raise ValueError("The request body is not a JSON object.")
+    if message.get('status') == 'read':
+        return read_receipt(message)
     unknown = set(message) - {'messaging_product', 'recipient_type', 'to',
-        'type', 'text', 'template', 'biz_opaque_callback_data', 'context'}
+        'type', 'text', 'template', 'biz_opaque_callback_data', 'context',
+        'interactive', *MEDIA_KINDS}
     if unknown:
         raise ValueError(
             f"Param {sorted(unknown)[0]} is not a valid parameter.")
@@ -145,7 +246,11 @@ def read_message(body):
             not isinstance(callback, str) or len(callback) > 512):
         raise ValueError("Param biz_opaque_callback_data must be a string "
             "of at most 512 characters.")
-    type_ = message.get('type', 'text')
+    context = message.get('context')
+    if context is not None and (not isinstance(context, dict)
+            or not isinstance(context.get('message_id'), str)):
+        raise ValueError("Param context['message_id'] must be a string.")
+    type_ = message.setdefault('type', 'text')
     if type_ == 'text':
         text = message.get('text')
         if not isinstance(text, dict) \
@@ -155,25 +260,137 @@ def read_message(body):
         if not isinstance(text.get('preview_url', False), bool):
             raise ValueError("Param text['preview_url'] must be a boolean.")
     elif type_ == 'template':
-        template = message.get('template')
-        if not isinstance(template, dict) or not template.get('name') \
-                or not isinstance(template.get('language'), dict) \
-                or not template['language'].get('code'):
-            raise ValueError(
-                "Param template['name'] and template['language']['code'] "
-                "are required.")
-        try:
-            parameters = [p for c in template.get('components', [])
-                for p in c.get('parameters', [])]
-            texts_missing = any(p['type'] == 'text'
-                and not isinstance(p.get('text'), str) for p in parameters)
-        except (AttributeError, KeyError, TypeError):
-            raise ValueError("Param template['components'] is malformed.")
-        if texts_missing:
-            raise ValueError("A text parameter needs its text.")
+        read_template(message.get('template'))
+    elif type_ in MEDIA_KINDS:
+        read_media_object(type_, message.get(type_))
+    elif type_ == 'interactive':
+        read_interactive(message.get('interactive'))
     else:
         raise ValueError(f"Message type {type_} is not simulated.")
     return message
+
+
+def read_receipt(message):
+    "A read receipt: {messaging_product, status: read, message_id}."
+    if message.get('messaging_product') != 'whatsapp' \
+            or not isinstance(message.get('message_id'), str):
+        raise ValueError("Param message_id is required.")
+    unknown = set(message) - {'messaging_product', 'status', 'message_id',
+        'typing_indicator'}
+    if unknown:
+        raise ValueError(
+            f"Param {sorted(unknown)[0]} is not a valid parameter.")
+    return message
+
+
+def read_template(template):
+    if not isinstance(template, dict) or not template.get('name') \
+            or not isinstance(template.get('language'), dict) \
+            or not template['language'].get('code'):
+        raise ValueError(
+            "Param template['name'] and template['language']['code'] "
+            "are required.")
+    try:
+        for component in template.get('components', []):
+            for parameter in component.get('parameters', []):
+                kind = parameter['type']
+                if kind == 'text' and not isinstance(
+                        parameter.get('text'), str):
+                    raise ValueError("A text parameter needs its text.")
+                if kind in MEDIA_KINDS:
+                    read_media_object(kind, parameter.get(kind))
+    except (AttributeError, KeyError, TypeError):
+        raise ValueError("Param template['components'] is malformed.")
+
+
+def read_media_object(kind, media):
+    "An image, document... sent by the id of an upload or by a link."
+    if not isinstance(media, dict) or (
+            not isinstance(media.get('id'), str)
+            and not isinstance(media.get('link'), str)):
+        raise ValueError(f"Param {kind}['id'] or {kind}['link'] is required.")
+    if media.get('id') and media.get('link'):
+        raise ValueError(f"Param {kind} takes an id or a link, not both.")
+    if media.get('link') and not re.match(r'https?://', media['link']):
+        raise ValueError(f"Param {kind}['link'] must be an http(s) URL.")
+    if 'caption' in media and (kind in {'audio', 'sticker'}
+            or not isinstance(media['caption'], str)
+            or len(media['caption']) > 1024):
+        raise ValueError(f"Param {kind}['caption'] is not valid.")
+    if 'filename' in media and kind != 'document':
+        raise ValueError(f"Param {kind}['filename'] is not a valid parameter.")
+
+
+def read_interactive(interactive):
+    """Reply buttons (at most 3, titles of at most 20 characters, unique)
+    or a list (at most 10 rows of 24 characters); Meta refuses others
+    with 131009."""
+    if not isinstance(interactive, dict) \
+            or interactive.get('type') not in {'button', 'list'}:
+        raise ValueError("Param interactive['type'] must be button or list.")
+    body = interactive.get('body')
+    if not isinstance(body, dict) or not isinstance(body.get('text'), str) \
+            or not 0 < len(body['text']) <= 1024:
+        raise ValueError("Param interactive['body']['text'] is required.")
+    action = interactive.get('action')
+    if not isinstance(action, dict):
+        raise ValueError("Param interactive['action'] is required.")
+    try:
+        if interactive['type'] == 'button':
+            buttons = action['buttons']
+            titles = [b['reply']['title'] for b in buttons
+                if b['type'] == 'reply' and b['reply']['id']]
+            if len(titles) != len(buttons):
+                raise ValueError("Each button is a reply with an id.")
+            if not 0 < len(buttons) <= MAX_BUTTONS:
+                raise Refused(131009, "Buttons count should be between 1 "
+                    f"and {MAX_BUTTONS}.")
+            if any(not t or len(t) > MAX_BUTTON_TITLE for t in titles):
+                raise Refused(131009, "Button title length is too long. "
+                    f"The maximum is {MAX_BUTTON_TITLE} characters.")
+            if len(set(titles)) != len(titles):
+                raise Refused(131009, "Button titles must be unique.")
+        else:
+            rows = [r for section in action['sections']
+                for r in section['rows']]
+            if not isinstance(action.get('button'), str) \
+                    or not 0 < len(action['button']) <= 20:
+                raise Refused(131009, "The list's button text is 1 to 20 "
+                    "characters.")
+            if not 0 < len(rows) <= MAX_ROWS:
+                raise Refused(131009,
+                    f"A list has between 1 and {MAX_ROWS} rows.")
+            if any(not r['id'] or not r['title']
+                    or len(r['title']) > MAX_ROW_TITLE for r in rows):
+                raise Refused(131009, "Row title length is too long. The "
+                    f"maximum is {MAX_ROW_TITLE} characters.")
+    except (AttributeError, KeyError, TypeError):
+        raise ValueError("Param interactive['action'] is malformed.")
+
+
+def media_kind(mime_type):
+    "The kind a MIME type is sent as, or None when WhatsApp takes none."
+    for kind, (types, _) in MEDIA_LIMITS.items():
+        if kind != 'sticker' and mime_type in types:
+            return kind
+    return None
+
+
+def multipart(content_type, body):
+    "{name: (filename, content type, bytes)} of a multipart/form-data body."
+    parser = email.parser.BytesParser(policy=email.policy.HTTP)
+    message = parser.parsebytes(
+        b'Content-Type: ' + (content_type or '').encode() + b'\r\n\r\n'
+        + body)
+    if not message.is_multipart():
+        raise ValueError("The upload is not multipart/form-data.")
+    parts = {}
+    for part in message.iter_parts():
+        name = part.get_param('name', header='content-disposition')
+        if name:
+            parts[name] = (part.get_filename(), part.get_content_type(),
+                part.get_payload(decode=True) or b'')
+    return parts
 
 
 def _statuses(value):
@@ -241,27 +458,121 @@ class Simulator:
         self._webhooks.clear()
         with self._lock:
             self._sent = []
+            self._reads = []  # the wamids the business marked read
+            self._inbound = set()  # the wamids of the leads' messages
             self._last_inbound = {}  # wa_id -> time of its last message
             self._last_send_to = {}  # wa_id -> monotonic time of our last
             self._failures = {}  # wa_id -> [code, times, asynchronous]
+            self._media = {}  # media id -> Media
+            self._media_failures = {}  # media id -> downloads to fail
+            self._templates = {}  # (name, language) -> template
             self._capacity, self._capacity_at = 0, time.monotonic()
+        self.set_templates([{'name': name, 'language': language,
+                    'category': category, 'body': body}
+                for name, language, category, body in DEFAULT_TEMPLATES])
         self.configure(**self._initial)
         with self._lock:
             self._capacity = self.throughput
 
-    def reply(self, number, text, name=None):
+    def reply(self, number, text=None, name=None, media=None, button=None,
+            context=None):
         """A lead writes to us: posts the inbound message webhook and opens
-        the number's 24-hour window. Returns the message's wamid."""
+        the number's 24-hour window. `media` is {kind: {filename,
+        mime_type, data (bytes) or data_base64, caption, fail (its first
+        downloads that fail), expired}}: the file is kept under a media id
+        the webhook carries, to be downloaded. Returns
+        the message's wamid (and the media id)."""
         wa_id, wamid = digits(number), new_wamid()
+        message = {'from': wa_id, 'id': wamid,
+            'timestamp': str(int(time.time()))}
+        answer = {'wamid': wamid}
+        if media:
+            (kind, item), = media.items()
+            data = item.get('data')
+            if data is None:
+                data = base64.b64decode(item.get('data_base64') or '')
+            stored = self._keep_media(data, item['mime_type'],
+                item.get('filename'), lead=True)
+            if item.get('fail'):
+                # Its first downloads fail, as when Meta is having trouble.
+                self.fail_media(stored.id, item['fail'])
+            if item.get('expired'):
+                # Gone before anyone fetches it.
+                self.expire_media(stored.id)
+            content = {'id': stored.id, 'mime_type': stored.mime_type,
+                'sha256': stored.sha256}
+            if item.get('caption'):
+                content['caption'] = item['caption']
+            if kind == 'document' and stored.filename:
+                content['filename'] = stored.filename
+            if kind == 'sticker':
+                content['animated'] = False
+            message.update(type=kind, **{kind: content})
+            answer['media_id'] = stored.id
+        elif button is not None:
+            # A quick-reply button of a template ("Stop promotions").
+            message.update(type='button', button={
+                    'text': button['text'],
+                    'payload': button.get('payload', button['text'])})
+        else:
+            message.update(type='text', text={'body': text})
+        if context:
+            message['context'] = {'from': self.display_phone_number,
+                'id': context}
         self.open_window(wa_id)
+        with self._lock:
+            self._inbound.add(wamid)
         self._webhooks.schedule(0, lambda: self._envelope({
                     'contacts': [{'profile': {'name': name or wa_id},
                             'wa_id': wa_id}],
-                    'messages': [{'from': wa_id, 'id': wamid,
-                            'timestamp': str(int(time.time())),
-                            'type': 'text', 'text': {'body': text}}],
+                    'messages': [message],
                     }))
-        return wamid
+        return answer
+
+    def preferences(self, number, value, name=None):
+        """A lead stops or resumes marketing messages in WhatsApp: posts
+        the user_preferences webhook field."""
+        if value not in {'stop', 'resume'}:
+            raise ValueError("value is stop or resume")
+        wa_id = digits(number)
+        detail = ("User requested to stop marketing messages"
+            if value == 'stop'
+            else "User requested to resume marketing messages")
+        self._webhooks.schedule(0, lambda: self._envelope({
+                    'contacts': [{'profile': {'name': name or wa_id},
+                            'wa_id': wa_id}],
+                    'user_preferences': [{'wa_id': wa_id, 'detail': detail,
+                            'category': 'marketing_messages', 'value': value,
+                            'timestamp': int(time.time())}],
+                    }, field='user_preferences'))
+
+    def set_templates(self, templates, replace=False):
+        """Add or change catalogue entries ({name, language, category,
+        status (APPROVED), body, header (TEXT, IMAGE, DOCUMENT, VIDEO or
+        none)}); with `replace` the others are gone."""
+        with self._lock:
+            if replace:
+                self._templates = {}
+            for item in templates:
+                key = (item['name'], item.get('language', 'en'))
+                known = self._templates.get(key)
+                self._templates[key] = meta_template(
+                    item, known['id'] if known else str(
+                        next(_template_ids)))
+        return self.templates()
+
+    def templates(self):
+        with self._lock:
+            return sorted(self._templates.values(), key=lambda t: int(t['id']))
+
+    def expire_media(self, media_id):
+        with self._lock:
+            self._media.pop(str(media_id), None)
+
+    def fail_media(self, media_id, times=1):
+        "The next `times` looks-up of the media id answer 500."
+        with self._lock:
+            self._media_failures[str(media_id)] = int(times)
 
     def open_window(self, number, open=True):
         "As if the number had (or had not) written to us in the last 24 h."
@@ -284,6 +595,12 @@ class Simulator:
         with self._lock:
             return [dict(record) for record in self._sent]
 
+    @property
+    def reads(self):
+        "The wamids the business marked read, in order."
+        with self._lock:
+            return list(self._reads)
+
     def health(self):
         return {'ok': True, 'phone_number_id': self.phone_number_id,
             'messages': len(self._sent), 'webhook_url': self.webhook_url}
@@ -298,17 +615,23 @@ class Simulator:
             time.sleep(self.response_delay)
         return status, answer
 
+    def _authorized(self, authorization):
+        return hmac.compare_digest(
+            authorization or '', f'Bearer {self.access_token}')
+
     def _send(self, phone_number_id, authorization, body):
-        if not hmac.compare_digest(
-                authorization or '', f'Bearer {self.access_token}'):
+        if not self._authorized(authorization):
             return graph_error(190)
         if phone_number_id != self.phone_number_id:
-            return graph_error(100, "Unsupported post request. Object with "
-                f"ID '{phone_number_id}' does not exist.", subcode=33)
+            return unknown_object(phone_number_id, 'post')
         try:
             message = read_message(body)
+        except Refused as refused:
+            return graph_error(refused.code, refused.details)
         except ValueError as error:
             return graph_error(100, str(error))
+        if message.get('status') == 'read':
+            return self._mark_read(message['message_id'])
         to = digits(message['to'])
         with self._lock:
             if not self._take_throughput():
@@ -318,13 +641,16 @@ class Simulator:
                 return graph_error(failure[0])
             if to in self.not_on_whatsapp:
                 return graph_error(131026)
-            if message['type'] == 'text' and not self._window_open(to):
+            refusal = self._refusal(message)
+            if refusal:
+                return refusal
+            if message['type'] != 'template' and not self._window_open(to):
                 return graph_error(131047)
             now = time.monotonic()
             if now - self._last_send_to.get(to, -1e9) < self.pair_interval:
                 return graph_error(131056)
             self._last_send_to[to] = now
-            record = sent_record(message, to)
+            record = sent_record(message, to, self._media)
             self._sent.append(record)
         if failure:
             self._schedule_statuses(record, [('failed', failure[0])])
@@ -337,6 +663,147 @@ class Simulator:
             'messages': [{'id': record['wamid']}]}
         if message['type'] == 'template':
             answer['messages'][0]['message_status'] = 'accepted'
+        return 200, answer
+
+    def _refusal(self, message):
+        "The error of a send naming what is not there (lock held)."
+        type_ = message['type']
+        if type_ == 'template':
+            template = message['template']
+            known = self._templates.get(
+                (template['name'], template['language']['code']))
+            if not known or known['status'] != 'APPROVED':
+                return graph_error(132001, f"template name "
+                    f"({template['name']}) does not exist in "
+                    f"{template['language']['code']}")
+            media = [p[p['type']] for c in template.get('components', [])
+                for p in c.get('parameters', []) if p['type'] in MEDIA_KINDS]
+        elif type_ in MEDIA_KINDS:
+            media = [message[type_]]
+        else:
+            media = []
+        for item in media:
+            if item.get('id') and item['id'] not in self._media:
+                return graph_error(131053, f"Media id {item['id']} was not "
+                    "uploaded to this phone number or has expired.")
+        return None
+
+    def _mark_read(self, wamid):
+        with self._lock:
+            if wamid not in self._inbound:
+                return graph_error(100, f"Invalid message_id {wamid}: no "
+                    "message from a user has it.")
+            self._reads.append(wamid)
+        return 200, {'success': True}
+
+    def upload(self, phone_number_id, authorization, content_type, body):
+        "(HTTP status, answer) of POST /<version>/<phone_number_id>/media."
+        if not self._authorized(authorization):
+            return graph_error(190)
+        if phone_number_id != self.phone_number_id:
+            return unknown_object(phone_number_id, 'post')
+        try:
+            parts = multipart(content_type, body)
+        except ValueError as error:
+            return graph_error(100, str(error))
+        product = parts.get('messaging_product', (None, None, b''))[2]
+        if product != b'whatsapp':
+            return graph_error(100,
+                "The parameter messaging_product is required.")
+        if 'file' not in parts:
+            return graph_error(100, "The parameter file is required.")
+        filename, part_type, data = parts['file']
+        mime_type = parts.get('type', (None, None, b''))[2].decode() \
+            or part_type
+        kind = media_kind(mime_type)
+        if kind is None:
+            return graph_error(100, f"Param file must be a file with one "
+                f"of the following types: {', '.join(sorted(all_types()))}. "
+                f"Received file of type '{mime_type}'.")
+        limit = MEDIA_LIMITS[kind][1]
+        if len(data) > limit:
+            return graph_error(100, f"Param file is {len(data)} bytes: "
+                f"{kind} files are at most {limit} bytes.")
+        if not data:
+            return graph_error(100, "Param file is empty.")
+        stored = self._keep_media(data, mime_type, filename)
+        return 200, {'id': stored.id}
+
+    def _keep_media(self, data, mime_type, filename, lead=False):
+        stored = Media(str(next(_media_ids)), data, mime_type, filename,
+            hashlib.sha256(data).hexdigest(), time.time(), lead)
+        with self._lock:
+            self._media[stored.id] = stored
+        return stored
+
+    def media_info(self, media_id, authorization):
+        "(HTTP status, answer) of GET /<version>/<media id>."
+        if not self._authorized(authorization):
+            return graph_error(190)
+        with self._lock:
+            failing = self._media_failures.get(media_id, 0)
+            if failing:
+                self._media_failures[media_id] = failing - 1
+                return graph_error(131000)
+            stored = self._media.get(media_id)
+        if stored is None or time.time() - stored.at > MEDIA_SECONDS:
+            return unknown_object(media_id, 'get')
+        return 200, {'messaging_product': 'whatsapp', 'id': stored.id,
+            'url': f'{self.url}/_media/{stored.id}?' + urlencode(
+                {'hash': stored.sha256[:16], 'ext': int(stored.at)}),
+            'mime_type': stored.mime_type, 'sha256': stored.sha256,
+            'file_size': len(stored.data)}
+
+    def download(self, media_id, authorization):
+        "(HTTP status, content type, bytes) of the media's url."
+        if not self._authorized(authorization):
+            # lookaside.fbsbx.com answers a page, not a Graph error.
+            return 401, 'text/html', b'<html><body>Unauthorized</body></html>'
+        with self._lock:
+            stored = self._media.get(media_id)
+        if stored is None:
+            return 404, 'text/html', b'<html><body>Not found</body></html>'
+        return 200, stored.mime_type, stored.data
+
+    def list_templates(self, waba_id, authorization, query):
+        "(HTTP status, answer) of GET /<version>/<WABA id>/message_templates."
+        if not self._authorized(authorization):
+            return graph_error(190)
+        if waba_id != self.waba_id:
+            return unknown_object(waba_id, 'get')
+        try:
+            limit = int(query.get('limit', [TEMPLATE_PAGE])[0])
+            after = query.get('after', [None])[0]
+            start = int(base64.urlsafe_b64decode(after).decode()) \
+                if after else 0
+        except (TypeError, ValueError, UnicodeDecodeError):
+            return graph_error(100, "Param after or limit is not valid.")
+        if not 0 < limit <= 1000:
+            return graph_error(100, "Param limit must be between 1 and 1000.")
+        templates = self.templates()
+        page = templates[start:start + limit]
+        answer = {'data': page}
+        if query.get('summary'):
+            # Graph's summary=total_count,...: what the account holds.
+            summary = {'total_count': len(templates),
+                'message_template_count': len(templates),
+                'message_template_limit': TEMPLATE_LIMIT,
+                'are_translations_complete': True}
+            asked = query['summary'][0].split(',')
+            answer['summary'] = {k: v for k, v in summary.items()
+                if k in asked}
+        if page:
+            answer['paging'] = {'cursors': {'before': paging_cursor(start),
+                    'after': paging_cursor(start + len(page))}}
+            if start + len(page) < len(templates):
+                # The same query from the next cursor, as Graph links it.
+                version = query.pop('_version', ['v21.0'])[0]
+                following = {k: v[0] for k, v in query.items()}
+                following.update(limit=limit,
+                    after=answer['paging']['cursors']['after'])
+                answer['paging']['next'] = (
+                    f'{self.url}/{version}/{waba_id}/message_templates?'
+                    + urlencode(following))
         return 200, answer
 
     def _take_throughput(self):
@@ -380,11 +847,11 @@ class Simulator:
             item['errors'] = [status_error(error_code)]
         return self._envelope({'statuses': [item]})
 
-    def _envelope(self, value):
-        "A webhook body of the messages field, as Meta posts it."
+    def _envelope(self, value, field='messages'):
+        "A webhook body of the messages (or another) field, as Meta posts it."
         return {'object': 'whatsapp_business_account', 'entry': [{
                     'id': self.waba_id,
-                    'changes': [{'field': 'messages', 'value': {
+                    'changes': [{'field': field, 'value': {
                                 'messaging_product': 'whatsapp',
                                 'metadata': {
                                     'display_phone_number':
@@ -438,19 +905,109 @@ def new_wamid():
     return 'wamid.' + uuid.uuid4().hex.upper()
 
 
-def sent_record(message, to):
+_media_ids = itertools.count(int(time.time() * 1000) * 1000)
+_template_ids = itertools.count(int(time.time()) * 1000)
+
+
+@dataclass
+class Media:
+    "A file uploaded by the business or sent by a lead."
+    id: str
+    data: bytes
+    mime_type: str
+    filename: str
+    sha256: str
+    at: float
+    from_lead: bool
+
+
+def paging_cursor(position):
+    "An opaque cursor, as Graph's are."
+    return base64.urlsafe_b64encode(str(position).encode()).decode()
+
+
+def all_types():
+    return {t for kind, (types, _) in MEDIA_LIMITS.items()
+        if kind != 'sticker' for t in types}
+
+
+def unknown_object(object_id, method):
+    "Graph's answer naming an id that is not there (or not ours)."
+    return graph_error(100, f"Unsupported {method} request. Object with ID "
+        f"'{object_id}' does not exist, cannot be loaded due to missing "
+        "permissions, or does not support this operation.",
+        subcode=NOT_FOUND_SUBCODE)
+
+
+def meta_template(item, template_id):
+    "A catalogue entry as GET message_templates answers it."
+    body = item.get('body') or ''
+    components = []
+    header = item.get('header')
+    if header:
+        component = {'type': 'HEADER', 'format': header}
+        if header == 'TEXT':
+            component['text'] = item.get('header_text') or item['name']
+        else:
+            component['example'] = {'header_handle': [
+                    f'https://scontent.whatsapp.net/{template_id}']}
+        components.append(component)
+    parameters = re.findall(r'\{\{(\d+)\}\}', body)
+    component = {'type': 'BODY', 'text': body}
+    if parameters:
+        component['example'] = {'body_text': [
+                [f'example {p}' for p in parameters]]}
+    components.append(component)
+    return {'name': item['name'], 'language': item.get('language', 'en'),
+        'status': item.get('status', 'APPROVED'),
+        'category': item.get('category', 'UTILITY'),
+        'parameter_format': 'POSITIONAL', 'components': components,
+        'id': template_id}
+
+
+def sent_record(message, to, media_store=None):
     "What GET /_sim/messages tells of an accepted send."
     template = message.get('template')
+    media = None
     if template:
+        header_media = [p for c in template.get('components', [])
+            for p in c.get('parameters', []) if p['type'] in MEDIA_KINDS]
+        if header_media:
+            media = media_record(header_media[0]['type'],
+                header_media[0][header_media[0]['type']], media_store)
         template = {'name': template['name'],
             'language': template['language']['code'],
             'parameters': [p.get('text')
                 for c in template.get('components', [])
-                for p in c.get('parameters', [])]}
+                for p in c.get('parameters', []) if p['type'] == 'text']}
+    if message['type'] in MEDIA_KINDS:
+        media = media_record(message['type'], message[message['type']],
+            media_store)
+    interactive = message.get('interactive') or {}
+    buttons = [b['reply']['title']
+        for b in interactive.get('action', {}).get('buttons', [])] or None
+    rows = [r['title'] for s in interactive.get('action', {}).get(
+            'sections', []) for r in s['rows']] or None
+    text = message.get('text', {}).get('body') \
+        or interactive.get('body', {}).get('text')
     return {'wamid': new_wamid(), 'to': to, 'type': message['type'],
-        'text': message.get('text', {}).get('body'), 'template': template,
+        'text': text, 'template': template, 'media': media,
+        'buttons': buttons, 'rows': rows,
+        'reply_to': (message.get('context') or {}).get('message_id'),
         'biz_opaque_callback_data': message.get('biz_opaque_callback_data'),
         'at': time.time(), 'body': message}
+
+
+def media_record(kind, item, media_store):
+    "The file a send carried, as the lead's phone receives it."
+    stored = (media_store or {}).get(item.get('id'))
+    return {'kind': kind, 'id': item.get('id'), 'link': item.get('link'),
+        'caption': item.get('caption'),
+        'filename': item.get('filename') or (stored.filename
+            if stored else None),
+        'mime_type': stored.mime_type if stored else None,
+        'size': len(stored.data) if stored else None,
+        'sha256': stored.sha256 if stored else None}
 
 
 class WebhookSender:
@@ -520,9 +1077,29 @@ class WebhookSender:
 
 
 # The /_sim/ endpoints: (method, name) -> what they do with the JSON body.
+def _reply(sim, data):
+    media = {kind: data[kind] for kind in MEDIA_KINDS if kind in data}
+    return sim.reply(data['from'], data.get('text'), name=data.get('name'),
+        media=media or None, button=data.get('button'),
+        context=data.get('context'))
+
+
+def _media_control(sim, data):
+    if data.get('expire'):
+        sim.expire_media(data['id'])
+    if data.get('fail'):
+        sim.fail_media(data['id'], data['fail'])
+
+
 CONTROLS = {
-    ('POST', 'reply'): lambda sim, data: {'wamid': sim.reply(
-            data['from'], data['text'], name=data.get('name'))},
+    ('POST', 'reply'): _reply,
+    ('POST', 'preferences'): lambda sim, data: sim.preferences(
+        data['from'], data['value'], name=data.get('name')),
+    ('POST', 'media'): _media_control,
+    ('GET', 'templates'): lambda sim, data: sim.templates(),
+    ('POST', 'templates'): lambda sim, data: sim.set_templates(
+        data['templates'], replace=data.get('replace', False)),
+    ('GET', 'reads'): lambda sim, data: sim.reads,
     ('POST', 'fail'): lambda sim, data: sim.fail(data['to'], data['code'],
         times=data.get('times', 1), asynchronous=data.get('async', False)),
     ('POST', 'window'): lambda sim, data: sim.open_window(
@@ -547,21 +1124,41 @@ class Handler(BaseHTTPRequestHandler):
 
     def _route(self, method):
         simulator = self.server.simulator
-        path = urlsplit(self.path).path
+        url = urlsplit(self.path)
+        path, query = url.path, parse_qs(url.query)
         body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
-        send = SEND_PATH.fullmatch(path)
+        authorization = self.headers.get('Authorization')
+
+        def match(pattern):
+            return pattern.fullmatch(path)
         if path.startswith('/_sim/'):
             status, answer = self._control(simulator, method, path[6:], body)
-        elif send and method == 'POST':
-            status, answer = simulator.send(*send.groups(),
-                self.headers.get('Authorization'), body)
+        elif method == 'POST' and match(SEND_PATH):
+            status, answer = simulator.send(*match(SEND_PATH).groups(),
+                authorization, body)
+        elif method == 'POST' and match(UPLOAD_PATH):
+            status, answer = simulator.upload(match(UPLOAD_PATH).group(2),
+                authorization, self.headers.get('Content-Type'), body)
+        elif method == 'GET' and match(TEMPLATES_PATH):
+            version, waba_id = match(TEMPLATES_PATH).groups()
+            status, answer = simulator.list_templates(waba_id, authorization,
+                {**query, '_version': [version]})
+        elif method == 'GET' and match(MEDIA_PATH):
+            status, answer = simulator.media_info(
+                match(MEDIA_PATH).group(2), authorization)
+        elif method == 'GET' and match(DOWNLOAD_PATH):
+            status, content_type, payload = simulator.download(
+                match(DOWNLOAD_PATH).group(1), authorization)
+            return self._answer(status, content_type, payload)
         else:
             status, answer = graph_error(
                 2500, f"Unknown path components: {path}")
-        payload = json.dumps(answer).encode()
+        self._answer(status, 'application/json', json.dumps(answer).encode())
+
+    def _answer(self, status, content_type, payload):
         try:
             self.send_response(status)
-            self.send_header('Content-Type', 'application/json')
+            self.send_header('Content-Type', content_type)
             self.send_header('Content-Length', str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
@@ -595,6 +1192,8 @@ def main(argv=None):
     parser.add_argument('--access-token', default='',
         help="the Bearer token sends must carry")
     parser.add_argument('--phone-number-id', default='100000000000001')
+    parser.add_argument('--waba-id', default='100000000000000',
+        help="the WhatsApp Business Account whose templates it lists")
     parser.add_argument('--throughput', type=float, default=80,
         help="sends a second (default 80)")
     parser.add_argument('--pair-interval', type=float, default=6,
@@ -604,7 +1203,7 @@ def main(argv=None):
     simulator = Simulator(port=args.port, host=args.host,
         webhook_url=args.webhook_url, app_secret=args.app_secret,
         access_token=args.access_token, phone_number_id=args.phone_number_id,
-        throughput=args.throughput, pair_interval=args.pair_interval)
+        waba_id=args.waba_id, throughput=args.throughput, pair_interval=args.pair_interval)
     simulator.start()
     print(f'WhatsApp Cloud API simulator at {simulator.url}, '
         f'webhooks to {args.webhook_url or "nowhere"}. Ctrl-C stops it.',

@@ -233,7 +233,8 @@ def cmd_whatsapp_sim(args):
     simulator = Simulator(port=port, webhook_url=webhook_url,
         app_secret=setting('whatsapp_app_secret'),
         access_token=setting('whatsapp_access_token'),
-        phone_number_id=setting('whatsapp_phone_number_id'))
+        phone_number_id=setting('whatsapp_phone_number_id'),
+        waba_id=setting('whatsapp_business_account_id') or '100000000000000')
     try:
         simulator.start()
     except OSError as exception:

@@ -28,7 +28,8 @@ SITE_SECRETS = ('link_secret', 'email_inbound_secret')
 # (kraya_crm.settings.DEMO_VALUES holds their demo values.)
 WHATSAPP_SETTINGS = (
     'whatsapp_verify_token', 'whatsapp_app_secret', 'whatsapp_api_url',
-    'whatsapp_phone_number_id', 'whatsapp_access_token')
+    'whatsapp_phone_number_id', 'whatsapp_access_token',
+    'whatsapp_business_account_id')
 # [email] uri and from of a site that is not a demo: its own mail server
 # (by default this machine's, port 25), never the demo's local sink.
 EMAIL_SETTINGS = ('email_uri', 'email_from')

@@ -96,7 +96,6 @@ class MergeTestCase(unittest.TestCase):
     @with_transaction()
     def test_wizard_offers_each_leads_values_and_defaults_to_oldest(self):
         pool = Pool()
-        Lead = pool.get('crm.lead')
         Merge = pool.get('crm.lead.merge', type='wizard')
         with set_company(create_company()):
             keep, other = self.two_of_one_person()

@@ -3,7 +3,7 @@ import io
 import json
 import unittest
 
-from trytond.modules.company.tests import create_company, set_company
+from trytond.modules.company.tests import create_company
 from trytond.pool import Pool
 from trytond.tests.test_tryton import activate_module, with_transaction
 

@@ -11,12 +11,15 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from kraya_crm.whatsapp_client import WhatsAppClient
+from kraya_crm.whatsapp_client import GraphError, WhatsAppClient
 from kraya_peers.whatsapp import Simulator
 
 SECRET = 'test-app-secret'
 TOKEN = 'test-access-token'
 NUMBER_ID = '100000000000099'
+WABA_ID = '100000000000098'
+PDF = b'%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << >>\n%%EOF\n'
+PNG = b'\x89PNG\r\n\x1a\n' + b'\x00' * 64
 LEAD, LEAD_ID = '+91 98765 43210', '919876543210'
 OTHER, OTHER_ID = '+919812345678', '919812345678'
 
@@ -77,7 +80,8 @@ class WhatsAppClientTestCase(unittest.TestCase):
         cls.receiver = WebhookReceiver()
         cls.addClassCleanup(cls.receiver.stop)
         cls.sim = Simulator(webhook_url=cls.receiver.url, app_secret=SECRET,
-            access_token=TOKEN, phone_number_id=NUMBER_ID, status_delay=0.02)
+            access_token=TOKEN, phone_number_id=NUMBER_ID, waba_id=WABA_ID,
+            status_delay=0.02)
         cls.sim.start()
         cls.addClassCleanup(cls.sim.stop)
 
@@ -217,8 +221,9 @@ class WhatsAppClientTestCase(unittest.TestCase):
 
     def test_answered_failures_are_classified_by_code(self):
         for number, (code, outcome) in enumerate([(132001, 'failed'),
-                    (131049, 'failed'), (131048, 'retry'), (80007, 'retry'),
-                    (131000, 'retry')]):
+                    (131049, 'retry'), (131048, 'retry'), (80007, 'retry'),
+                    (131000, 'retry'), (131050, 'marketing_opt_out'),
+                    (131009, 'failed')]):
             with self.subTest(code=code):
                 to = f'+9198100{number:05d}'
                 self.sim.fail(to, code)
@@ -314,3 +319,138 @@ class WhatsAppClientTestCase(unittest.TestCase):
         with self.assertRaises(urllib.error.HTTPError) as raised:
             self.control('settings', {'unknown': 1})
         self.assertEqual(raised.exception.code, 400)
+
+    def test_uploaded_pdf_is_sent_by_id_and_reaches_the_lead(self):
+        self.sim.open_window(LEAD)
+        media_id = self.client.upload_media(
+            PDF, 'application/pdf', 'Powai brochure.pdf')
+        result = self.client.send_media(LEAD, 'document', media_id,
+            caption="The brochure", filename='Powai brochure.pdf')
+        self.assertEqual(result.outcome, 'sent')
+        sent, = self.sim.sent
+        self.assertEqual(sent['body']['document'], {'id': media_id,
+                'caption': "The brochure", 'filename': 'Powai brochure.pdf'})
+        self.assertEqual(
+            {k: sent['media'][k] for k in ['filename', 'mime_type', 'size']},
+            {'filename': 'Powai brochure.pdf', 'mime_type': 'application/pdf',
+                'size': len(PDF)})
+
+    def test_upload_of_a_type_whatsapp_refuses_is_error_100(self):
+        with self.assertRaises(GraphError) as raised:
+            self.client.upload_media(b'GIF89a', 'image/gif', 'smile.gif')
+        self.assertEqual((raised.exception.code, raised.exception.retry),
+            ('100', False))
+        self.assertIn("image/gif", raised.exception.message)
+
+    def test_send_of_an_unknown_media_id_is_refused(self):
+        self.sim.open_window(LEAD)
+        result = self.client.send_media(LEAD, 'image', '404404404')
+        self.assertEqual((result.outcome, result.error_code),
+            ('failed', '131053'))
+
+    def test_template_with_a_document_header_carries_the_upload(self):
+        self.sim.set_templates([{'name': 'brochure', 'language': 'en',
+                    'header': 'DOCUMENT', 'body': "Hi {{1}}"}])
+        media_id = self.client.upload_media(PDF, 'application/pdf', 'b.pdf')
+        result = self.client.send_template(LEAD, 'brochure', 'en', ["Asha"],
+            header={'type': 'document', 'id': media_id, 'filename': 'b.pdf'})
+        self.assertEqual(result.outcome, 'sent')
+        sent, = self.sim.sent
+        self.assertEqual((sent['template']['parameters'],
+                sent['media']['filename'], sent['media']['size']),
+            (["Asha"], 'b.pdf', len(PDF)))
+
+    def test_unknown_or_unapproved_template_is_132001(self):
+        self.sim.set_templates([{'name': 'diwali', 'status': 'PENDING',
+                    'category': 'MARKETING', 'body': "Offer"}])
+        for name in ['diwali', 'no_such_template']:
+            with self.subTest(name=name):
+                result = self.client.send_template(OTHER, name, 'en')
+                self.assertEqual((result.outcome, result.error_code),
+                    ('failed', '132001'))
+
+    def test_reply_quotes_the_message_it_answers(self):
+        wamid = self.sim.reply(LEAD, "Price?")['wamid']
+        result = self.client.send_text(LEAD, "45 lakh", reply_to=wamid)
+        self.assertEqual(result.outcome, 'sent')
+        sent, = self.sim.sent
+        self.assertEqual((sent['reply_to'], sent['body']['context']),
+            (wamid, {'message_id': wamid}))
+
+    def test_reply_buttons_are_an_interactive_button_message(self):
+        self.sim.open_window(LEAD)
+        result = self.client.send_buttons(LEAD, "When can you visit?",
+            ["Saturday", "Sunday", "Call me"])
+        self.assertEqual(result.outcome, 'sent')
+        sent, = self.sim.sent
+        self.assertEqual((sent['type'], sent['text'], sent['buttons']),
+            ('interactive', "When can you visit?",
+                ["Saturday", "Sunday", "Call me"]))
+
+    def test_four_buttons_or_a_long_title_are_refused_131009(self):
+        self.sim.open_window(LEAD)
+        for titles in [["A", "B", "C", "D"], ["A title of 21 letters"]]:
+            with self.subTest(titles=titles):
+                result = self.client.send_buttons(LEAD, "Pick", titles)
+                self.assertEqual((result.outcome, result.error_code),
+                    ('failed', '131009'))
+        self.assertEqual(self.sim.sent, [])
+
+    def test_mark_read_reaches_the_simulator_for_a_lead_message(self):
+        wamid = self.sim.reply(LEAD, "Hello")['wamid']
+        self.client.mark_read(wamid)
+        self.assertEqual(self.sim.reads, [wamid])
+        with self.assertRaises(GraphError) as raised:
+            self.client.mark_read('wamid.NOT-THEIRS')
+        self.assertEqual(raised.exception.code, '100')
+
+    def test_media_a_lead_sends_is_downloaded_with_the_token(self):
+        media_id = self.sim.reply(LEAD, media={'image': {
+                        'mime_type': 'image/png', 'data': PNG,
+                        'caption': "Plot"}})['media_id']
+        inbound, = wait_for(lambda: self.receiver.values('messages'))
+        self.assertEqual((inbound['type'], inbound['image']['id'],
+                inbound['image']['caption']), ('image', media_id, "Plot"))
+        downloaded = self.client.download_media(media_id)
+        self.assertEqual((downloaded.data, downloaded.mime_type,
+                downloaded.file_size), (PNG, 'image/png', len(PNG)))
+        with self.assertRaises(GraphError) as raised:
+            self.make_client(token='stolen').download_media(media_id)
+        self.assertEqual(raised.exception.code, '190')
+
+    def test_expired_media_is_not_worth_a_retry_a_failing_one_is(self):
+        media_id = self.sim.reply(LEAD, media={'document': {
+                        'mime_type': 'application/pdf', 'data': PDF,
+                        'filename': 'kyc.pdf'}})['media_id']
+        self.sim.fail_media(media_id, 1)
+        with self.assertRaises(GraphError) as failing:
+            self.client.download_media(media_id)
+        self.assertTrue(failing.exception.retry)
+        self.assertEqual(self.client.download_media(media_id).data, PDF)
+        self.sim.expire_media(media_id)
+        with self.assertRaises(GraphError) as expired:
+            self.client.download_media(media_id)
+        self.assertEqual((expired.exception.code, expired.exception.retry),
+            ('100', False))
+
+    def test_templates_are_read_page_after_page(self):
+        self.sim.set_templates([{'name': f't{i}', 'body': "Hi {{1}}"}
+                for i in range(7)], replace=True)
+        names = [t['name']
+            for t in self.client.templates(WABA_ID, limit=3)]
+        self.assertEqual(names, [f't{i}' for i in range(7)])
+        with self.assertRaises(GraphError):
+            list(self.client.templates('999'))
+
+    def test_marketing_opt_out_and_button_reach_the_webhook(self):
+        self.control('preferences', {'from': LEAD, 'value': 'stop'})
+        self.control('reply', {'from': LEAD,
+                'button': {'text': "Stop promotions"}})
+        preference, = wait_for(
+            lambda: self.receiver.values('user_preferences'))
+        self.assertEqual({k: preference[k] for k in
+                ['wa_id', 'category', 'value']},
+            {'wa_id': LEAD_ID, 'category': 'marketing_messages',
+                'value': 'stop'})
+        button, = wait_for(lambda: self.receiver.values('messages'))
+        self.assertEqual(button['button']['text'], "Stop promotions")
