@@ -470,3 +470,62 @@ def test_open_in_inbox_makes_the_conversation_of_a_lead_made_in_the_desk(
     thread = rep.thread(conversation_id)
     assert thread['conversation']['lead']['name'] == "Walk-in Meera"
     assert thread['conversation']['window']['open'] is False
+
+
+def multipart(fields, files):
+    "A multipart/form-data body as a browser's FormData posts it."
+    boundary = secrets.token_hex(12)
+    parts = []
+    for name, value in fields.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; '
+            f'name="{name}"\r\n\r\n{value}\r\n'.encode())
+    for name, (filename, mime_type, data) in files.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; '
+            f'name="{name}"; filename="{filename}"\r\n'
+            f'Content-Type: {mime_type}\r\n\r\n'.encode() + data + b'\r\n')
+    parts.append(f'--{boundary}--\r\n'.encode())
+    return b''.join(parts), f'multipart/form-data; boundary={boundary}'
+
+
+PDF = (b'%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n'
+    b'2 0 obj<</Type/Pages/Count 0/Kids[]>>endobj\ntrailer<</Root 1 0 R>>\n'
+    b'%%EOF\n')
+
+
+def test_rep_sends_a_brochure_and_the_leads_phone_gets_it(
+        crm_site, manager, rep):
+    conversation_id, _, number = writes_in(crm_site, manager,
+        "Send the brochure", owner=rep.user_id)
+    body, content_type = multipart({'caption': "Our Powai brochure"},
+        {'file': ('powai-brochure.pdf', 'application/pdf', PDF)})
+    status, answer = rep.post(f'conversations/{conversation_id}/messages',
+        body, headers={'Content-Type': content_type})
+    assert status == 201, answer
+    item = answer['item']
+    assert (item['kind'], item['body']) == ('document', "Our Powai brochure")
+    assert item['attachment']['name'] == 'powai-brochure.pdf'
+    sent = eventually(lambda: [m for m in crm_site.whatsapp.sent
+            if m['to'] == number.lstrip('+') and m['type'] == 'document'],
+        timeout=20)
+    assert sent, [m for m in rep.thread(conversation_id)['items']
+        if m['id'] == item['id']]
+    assert sent[0]['media']['filename'] == 'powai-brochure.pdf'
+    status, raw, headers = rep.request('GET',
+        item['attachment']['url'].split('/crm/inbox', 1)[1], raw=True)
+    assert (status, raw) == (200, PDF)
+    assert headers['Content-Disposition'].startswith('attachment;')
+
+
+def test_a_file_whatsapp_refuses_is_explained_and_nothing_queued(
+        crm_site, manager, rep):
+    conversation_id, _, _ = writes_in(crm_site, manager,
+        "Floor plan?", owner=rep.user_id)
+    body, content_type = multipart({}, {'file': (
+                'floor-plan.heic', 'image/heic', b'\x00' * 100)})
+    status, answer = rep.post(f'conversations/{conversation_id}/messages',
+        body, headers={'Content-Type': content_type})
+    assert status == 400
+    assert 'floor-plan.heic' in answer['message']
+    outbound = [i for i in rep.thread(conversation_id)['items']
+        if i['direction'] == 'outbound' and i['type'] == 'message']
+    assert outbound == []

@@ -43,6 +43,9 @@ WINDOW = dt.timedelta(hours=24)
 # At most one message per recipient in a batch: WhatsApp refuses a second
 # one to the same user within about six seconds (131056).
 PAIR_INTERVAL = dt.timedelta(seconds=6)
+# How far ahead a busy outbox task waits for the next message, rather than
+# ending and leaving it to the next wake-up.
+SOON = 10
 CALLBACK_PREFIX = 'kraya:'
 DEFAULT_UPLOAD_RETRY = 60
 
@@ -297,9 +300,37 @@ class Message(metaclass=PoolMeta):
                 logger.info("outbox busy, claim skipped", exc_info=True)
                 return
             if not claimed:
-                return
+                # A second message to the same person (a text, then the
+                # brochure) waits out WhatsApp's pair limit here, rather
+                # than until the cron's next wake-up a minute later.
+                wait = cls._next_due_within(
+                    min(SOON, deadline - time.monotonic()))
+                if wait is None:
+                    return
+                time.sleep(wait)
+                continue
             for message_id in claimed:
                 cls._send_claimed(message_id)
+
+    @classmethod
+    def _next_due_within(cls, seconds):
+        """Seconds until the next queued message is due, if that is within
+        `seconds`, else None (through the index on status, send_after)."""
+        if seconds <= 0:
+            return None
+        table = cls.__table__()
+        now = utcnow()
+        with Transaction().new_transaction(readonly=True) as transaction:
+            cursor = transaction.connection.cursor()
+            cursor.execute(*table.select(table.send_after,
+                    where=(table.status == 'queued')
+                    & (table.send_after <= now + dt.timedelta(
+                            seconds=seconds)),
+                    order_by=[table.send_after.asc], limit=1))
+            row = cursor.fetchone()
+        if not row:
+            return None
+        return max(0.0, (row[0] - now).total_seconds()) + 0.05
 
     @classmethod
     def _claim(cls, limit):
