@@ -477,3 +477,28 @@ def test_inbox_raises_no_javascript_errors(inbox_walk):
     assert not inbox_walk.js_errors, (
         f'[{inbox_walk.viewport}] the inbox raised: '
         + '; '.join(inbox_walk.js_errors))
+
+
+def test_desk_menu_opens_the_inbox_on_the_desks_session(
+        crm_site, chromium_browser, screenshots):
+    "CRM › Inbox in the desk opens the inbox in a new tab, signed in."
+    context = chromium_browser.new_context(viewport=VIEWPORTS['1280x800'])
+    try:
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        desk_login(page, crm_site, 'rep')
+        menu = page.locator('#menu')
+        menu.locator('.column-char', has_text='CRM').click()
+        entry = menu.get_by_text('Inbox', exact=True)
+        expect(entry, 'CRM should unfold to an Inbox entry').to_be_visible()
+        with context.expect_page() as opened:
+            entry.click()
+        inbox = opened.value
+        inbox.wait_for_load_state()
+        assert inbox.url == (
+            f'{crm_site.url}/{crm_site.database}/crm/inbox')
+        expect(inbox.get_by_text('Rahul Verma').first,
+            'the inbox should know who is signed in').to_be_visible()
+        inbox.screenshot(path=str(screenshots / 'inbox-from-desk-menu.png'))
+    finally:
+        context.close()
