@@ -172,11 +172,39 @@ def test_rep_answers_on_whatsapp_and_it_is_the_first_response(
     assert thread['conversation']['waiting'] is False
 
 
-def test_opening_a_conversation_clears_its_unread(rep, rep_lead):
-    conversation_id, _, _ = rep_lead
+def test_opening_a_conversation_clears_its_unread_and_sends_blue_ticks(
+        crm_site, rep, rep_lead):
+    conversation_id, _, number = rep_lead
     status, answer = rep.post(f'conversations/{conversation_id}/read')
     assert status == 200, answer
     assert answer['conversation']['unread'] == 0
+    asked = [i for i in rep.thread(conversation_id)['items']
+        if i['direction'] == 'inbound']
+    (wamid,), = crm_site.sql(
+        "SELECT provider_id FROM crm_message WHERE id = %s",
+        (int(asked[-1]['id'][1:]),))
+    assert eventually(lambda: wamid in crm_site.whatsapp.reads)
+
+
+def test_a_photo_the_lead_sends_shows_in_the_thread(crm_site, manager, rep):
+    conversation_id, _, number = writes_in(crm_site, manager,
+        "Hello", owner=rep.user_id)
+    photo = b'\x89PNG\r\n\x1a\n' + b'\x00' * 64
+    crm_site.whatsapp.reply(number, media={'image': {
+                'filename': 'flat.png', 'mime_type': 'image/png',
+                'data': photo, 'caption': "This one?"}})
+
+    def fetched():
+        return [i for i in rep.thread(conversation_id)['items']
+            if i['kind'] == 'image' and i['attachment']
+            and i['attachment']['state'] == 'fetched']
+    item, = eventually(fetched, timeout=20)
+    assert item['body'] == "This one?"
+    status, raw, headers = rep.request('GET',
+        item['attachment']['url'].split('/crm/inbox', 1)[1], raw=True)
+    assert (status, raw) == (200, photo)
+    assert headers['Content-Type'] == 'image/png'
+    assert headers['Content-Disposition'].startswith('inline;')
 
 
 def test_quoted_reply_and_buttons_are_kept_on_the_message(rep, rep_lead):
