@@ -18,8 +18,8 @@ from .conftest import eventually
 class InboxClient:
     "The inbox page's requests, with a desk session signed in as `login`."
 
-    def __init__(self, crm_site, login):
-        self.session = crm_site.login(login)
+    def __init__(self, crm_site, login, password=None):
+        self.session = crm_site.login(login, password)
         self.user_id = self.session.user_id
         self.base = f'{crm_site.url}/{crm_site.database}/crm/inbox'
         status, page, _ = self.request('GET', '', raw=True)

@@ -212,3 +212,23 @@ def test_site_without_company_answers_503_keeps_and_replays_everything(
     assert [l['name'] for l in lead_of(admin, wa_id)] == ["Kept Person"]
     assert admin.search_count('crm.lead',
         [('name', 'in', ["Form Person", "Mail Person"])]) == 2
+
+
+def test_the_inbox_of_a_real_site_shows_its_first_whatsapp_lead(
+        real_site, webhook, admin):
+    from .test_inbox_api import InboxClient
+    wa_id = new_wa_id()
+    assert webhook.post(inbound(wa_id, name="Inbox First"))[0] == 200
+    settle(admin)
+    inbox = InboxClient(real_site, 'admin', PASSWORD)
+    status, answer = inbox.get('conversations?filter=waiting')
+    assert status == 200
+    conversation, = [c for c in answer['conversations']
+        if c['lead']['name'] == "Inbox First"]
+    # No team yet on a new site: the lead waits unassigned for the manager.
+    assert (conversation['owner'], conversation['team']) == (None, None)
+    status, answer = inbox.post(
+        f"conversations/{conversation['id']}/notes", {'text': "Call today"})
+    assert status == 201, answer
+    thread = inbox.thread(conversation['id'])
+    assert [i['type'] for i in thread['items']] == ['message', 'note']
