@@ -3,6 +3,7 @@ code as ./crm new-site --demo, served by a real trytond process."""
 import configparser
 import contextlib
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -132,18 +133,26 @@ def serving(site, log_path):
     until the end of the with block; yields them."""
     log = open(log_path, 'w')
     config = ['-c', str(site.config_file), '-d', site.database]
+    # Each in a process group of its own, so that the worker's pool
+    # processes end with it.
     web = subprocess.Popen([sites.bin_path('trytond'), *config],
-        env=site.environ(), stdout=log, stderr=subprocess.STDOUT)
+        env=site.environ(), stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True)
     worker = subprocess.Popen(
         [sites.bin_path('python'), '-m', 'kraya_site.worker', *config],
-        env=site.environ(), stdout=log, stderr=subprocess.STDOUT)
+        env=site.environ(), stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True)
     try:
         wait_for(site.url, web)
         yield [web, worker]
     finally:
         for process in [web, worker]:
             process.terminate()
-            process.wait(timeout=10)
+            try:
+                process.wait(timeout=10)
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
         log.close()
 
 
