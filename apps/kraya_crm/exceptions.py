@@ -45,3 +45,11 @@ class InboxRefusal(UserError):
     def __init__(self, code, message):
         super().__init__(message)
         self.code = code
+
+
+class BusinessCalendarError(ValidationError):
+    pass
+
+
+class AssignmentRuleError(ValidationError):
+    pass
