@@ -9,6 +9,7 @@ a webhook answers at once and the worker hands the lead out seconds
 later. A lead its owner did not answer within the rule's working hours is
 handed on, by a cron that selects by the indexed reassign_at."""
 import datetime as dt
+from dataclasses import dataclass
 from sql import Null
 from sql.aggregate import Count
 
@@ -42,6 +43,17 @@ METHODS = [
     ]
 # A lead still to be worked counts against its owner's load.
 OPEN_STATUSES = ('new', 'contacted', 'qualified')
+WRITE_SLICE = 200
+
+
+@dataclass(frozen=True)
+class LeadFacts:
+    "What the rules look at in a lead, read in one query for many leads."
+    owner: int
+    source: int
+    subdivision: int
+    city: str
+    language: str
 
 
 def local_today(calendar, now):
@@ -131,12 +143,11 @@ class AssignmentRule(
             for c in (self.cities or '').split(',') if c.strip()}
 
     def matches(self, lead):
-        "Whether the lead meets the rule's conditions (its domain aside)."
-        if self.sources and (not lead.source
-                or lead.source.id not in {s.id for s in self.sources}):
+        "Whether the lead (its LeadFacts) meets the rule's conditions."
+        if self.sources and lead.source not in {s.id for s in self.sources}:
             return False
-        if self.subdivisions and (not lead.subdivision or lead.subdivision.id
-                not in {s.id for s in self.subdivisions}):
+        if self.subdivisions and lead.subdivision not in {
+                s.id for s in self.subdivisions}:
             return False
         if self.city_names and (
                 (lead.city or '').strip().casefold() not in self.city_names):
@@ -166,24 +177,26 @@ class AssignmentRule(
         now = now or utcnow()
         rules = cls.search([], order=[('sequence', 'ASC NULLS LAST'),
                 ('id', 'ASC')])
-        leads = list({l.id: l for l in leads}.values())
-        if not rules or not leads:
+        ids = list(dict.fromkeys(int(l) for l in leads))
+        if not rules or not ids:
             return {}
         calendar = Calendar.get_default()
         open_now = calendar.is_open(now)
         present = cls._present_users(rules, local_today(calendar, now))
-        in_domain = cls._leads_in_domains(rules, leads)
+        in_domain = cls._leads_in_domains(rules, ids)
         pointers = {r.id: r.last_user.id if r.last_user else None
             for r in rules if r.method == 'round_robin'}
         load = cls._open_leads(rules, present)
+        facts = Lead.assignment_facts(ids)
         assigned, waiting = {}, []
-        for lead in leads:
-            current = lead.owner.id if (reassign and lead.owner) else None
+        for lead_id in ids:
+            lead = facts[lead_id]
+            current = lead.owner if reassign else None
             waits = False
             for rule in rules:
                 if not rule.matches(lead) or (
                         rule.id in in_domain
-                        and lead.id not in in_domain[rule.id]):
+                        and lead_id not in in_domain[rule.id]):
                     continue
                 users = [u for u in rule.candidates(present)
                     if u.id != current]
@@ -194,12 +207,12 @@ class AssignmentRule(
                     continue
                 user = rule._choose(users, pointers, load)
                 load[user.id] = load.get(user.id, 0) + 1
-                assigned[lead.id] = (user, rule)
+                assigned[lead_id] = (user, rule)
                 break
             else:
                 if waits:
-                    waiting.append(lead)
-        cls._write_assignments(leads, assigned, waiting, calendar, now)
+                    waiting.append(lead_id)
+        cls._write_assignments(ids, assigned, waiting, calendar, now)
         cls._write_pointers(rules, pointers)
         return assigned
 
@@ -229,17 +242,16 @@ class AssignmentRule(
             and not (u.crm_away_until and u.crm_away_until >= today)}
 
     @classmethod
-    def _leads_in_domains(cls, rules, leads):
+    def _leads_in_domains(cls, rules, ids):
         "{rule id: ids of the leads matching its domain}, one query a rule."
         Lead = Pool().get('crm.lead')
-        ids = [l.id for l in leads]
         found = {}
         for rule in rules:
             domain = rule.parsed_domain()
             if not domain:
                 continue
             found[rule.id] = set()
-            for sub_ids in grouped_slice(ids):
+            for sub_ids in grouped_slice(ids, 1000):
                 found[rule.id].update(l.id for l in Lead.search([
                             ('id', 'in', list(sub_ids)), domain]))
         return found
@@ -267,31 +279,34 @@ class AssignmentRule(
         return dict(cursor)
 
     @classmethod
-    def _write_assignments(cls, leads, assigned, waiting, calendar, now):
-        "One write per (user, rule): the log and the SLA follow the write."
+    def _write_assignments(cls, ids, assigned, waiting, calendar, now):
+        """One write per (user, rule), of records browsed per write: a
+        record browsed among 10,000 reads its relations for all 10,000."""
         Lead = Pool().get('crm.lead')
         groups = {}
-        for lead in leads:
-            if lead.id in assigned:
-                user, rule = assigned[lead.id]
-                groups.setdefault((user.id, rule), []).append(lead)
+        for lead_id in ids:
+            if lead_id in assigned:
+                user, rule = assigned[lead_id]
+                groups.setdefault((user.id, rule), []).append(lead_id)
         to_write = []
         for (user_id, rule), group in groups.items():
             reassign_at = None
             if rule.reassign_hours:
                 reassign_at = calendar.add_working(
                     now, dt.timedelta(hours=rule.reassign_hours))
-            to_write.extend((group, {
+            to_write.append((group, {
                         'owner': user_id, 'team': rule.team.id,
                         'assignment_rule': rule.id, 'assigned_at': now,
                         'reassign_at': reassign_at,
                         }))
         if waiting:
-            to_write.extend((waiting, {
+            to_write.append((waiting, {
                         'reassign_at': calendar.next_opening(now)}))
         with without_check_access():
-            if to_write:
-                Lead.write(*to_write)
+            for group, values in to_write:
+                # A write per slice: Tryton checks n² ids to browse n.
+                for sub_ids in grouped_slice(group, WRITE_SLICE):
+                    Lead.write(Lead.browse(sub_ids), values)
 
     @classmethod
     def _write_pointers(cls, rules, pointers):
@@ -368,6 +383,20 @@ class Lead(metaclass=PoolMeta):
         return values
 
     @classmethod
+    def assignment_facts(cls, ids):
+        "{id: LeadFacts} of the leads, by SQL in slices."
+        table = cls.__table__()
+        cursor = Transaction().connection.cursor()
+        facts = {}
+        for sub_ids in grouped_slice(ids, 1000):
+            cursor.execute(*table.select(table.id, table.owner, table.source,
+                    table.subdivision, table.city, table.language,
+                    where=reduce_ids(table.id, list(sub_ids))))
+            for lead_id, *values in cursor:
+                facts[lead_id] = LeadFacts(*values)
+        return facts
+
+    @classmethod
     def assign(cls, leads, reassign=False):
         """Assign the leads by the assignment rules; returns {lead id:
         (user, rule)} of those assigned. With reassign, no lead goes back
@@ -390,8 +419,8 @@ class Lead(metaclass=PoolMeta):
     def assign_captured(cls, leads):
         "The queue's task: assign those still without an owner."
         with without_check_access():
-            leads = [l for l in cls.browse(leads) if not l.owner]
-            cls.assign(leads)
+            facts = cls.assignment_facts([l.id for l in leads])
+            cls.assign([i for i, f in facts.items() if f.owner is None])
 
     @classmethod
     def capture(cls, vlist, source=None):
