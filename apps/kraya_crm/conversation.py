@@ -174,7 +174,10 @@ class Conversation(ModelSQL, ModelView):
         for message in sorted(messages, key=lambda m: (m.at, m.id)):
             conversation = conversations[message.lead.id]
             values = changes.setdefault(conversation, {'changed_at': now})
-            if message.channel in INTERNAL_CHANNELS:
+            # Internal ones (notes, events, alerts to staff) do not talk
+            # to the lead.
+            if (message.channel in INTERNAL_CHANNELS
+                    or message.direction == 'internal'):
                 continue
             current = values.get('last_message_at',
                 conversation.last_message_at)
@@ -420,11 +423,16 @@ class Lead(metaclass=PoolMeta):
             leads = [c.lead for c in conversations]
             Message.save([Message(lead=lead, direction='internal',
                         channel='event', kind='assignment', author=user,
-                        status='logged',
-                        body=gettext('kraya_crm.msg_conversation_assigned',
-                            owner=lead.owner.rec_name) if lead.owner
-                        else gettext('kraya_crm.msg_conversation_unassigned'))
+                        status='logged', body=cls._assignment_text(lead))
                     for lead in leads])
+
+    @classmethod
+    def _assignment_text(cls, lead):
+        "What the thread says of the lead's new owner."
+        if lead.owner:
+            return gettext('kraya_crm.msg_conversation_assigned',
+                owner=lead.owner.rec_name)
+        return gettext('kraya_crm.msg_conversation_unassigned')
 
 
 class Cron(metaclass=PoolMeta):

@@ -57,3 +57,11 @@ class ButtonsError(ValidationError):
 
 class TemplateSyncError(UserError):
     "The template catalogue could not be read from Meta."
+
+
+class BusinessCalendarError(ValidationError):
+    pass
+
+
+class AssignmentRuleError(ValidationError):
+    pass

@@ -157,7 +157,10 @@ class LeadImport:
             self.known_rows.clear()
             return
         if new:
-            self._opt_in(Lead.create_in_bulk(new))
+            ids = Lead.create_in_bulk(new)
+            # The worker hands the new people out by the assignment rules.
+            Lead.queue_assignment(ids)
+            self._opt_in(ids)
         self._attach_known()
 
     def _attach_known(self, force=False):
