@@ -45,3 +45,7 @@ class InboxRefusal(UserError):
     def __init__(self, code, message):
         super().__init__(message)
         self.code = code
+
+
+class TaskOutcomeError(ValidationError):
+    "An outcome that is not one of the task's kind (a site visit 'busy')."
