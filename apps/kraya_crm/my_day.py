@@ -194,6 +194,21 @@ class MyDay(Model):
             }
 
     @classmethod
+    def plan_next(cls, task_id, values):
+        "The task after this one (asked once its outcome is logged)."
+        Task = Pool().get('crm.task')
+        task = cls._writable('crm.task', task_id)
+        next_task = cls._next_task(values)
+        if next_task is None:
+            raise InboxRefusal('bad_next',
+                gettext('kraya_crm.msg_my_day_bad_next'))
+        with without_check_access():
+            planned, = Task.plan_next([task], next_task)
+        return {'next_task': cls.task_json(planned,
+                cls._conversations([planned.lead] if planned.lead else []),
+                utcnow())}
+
+    @classmethod
     def log_lead_call(cls, lead_id, values):
         "A call to a hot lead, logged with one tap: its first response."
         pool = Pool()

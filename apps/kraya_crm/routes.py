@@ -820,6 +820,8 @@ MY_DAY_API = [
     ('GET', r'day', lambda request, MyDay: MyDay.day(), 200),
     ('POST', r'tasks/(\d+)/outcome', lambda request, MyDay, t:
         MyDay.log_task_outcome(_record_id(t), _json_body(request)), 200),
+    ('POST', r'tasks/(\d+)/next', lambda request, MyDay, t:
+        MyDay.plan_next(_record_id(t), _json_body(request)), 201),
     ('POST', r'leads/(\d+)/calls', lambda request, MyDay, l:
         MyDay.log_lead_call(_record_id(l), _json_body(request)), 201),
     ]

@@ -112,7 +112,7 @@ class Task(Workflow, ModelSQL, ModelView):
         'get_calendar_colour')
     notes = fields.Text("Notes")
     outcome = fields.Selection('get_outcomes', "Outcome", readonly=True,
-        selection_change_with={'kind'}, sort=False)
+        sort=False)
     outcome_note = fields.Text("Outcome Note", readonly=True)
     done_at = fields.Timestamp("Done At", readonly=True)
     previous = fields.Many2One('crm.task', "Previous Task", readonly=True,
@@ -135,9 +135,10 @@ class Task(Workflow, ModelSQL, ModelView):
                     where=t.state == 'open'),
                 Index(t, (t.lead, Index.Range())),
                 Index(t, (t.deal, Index.Range())),
-                # The reminder cron's only query.
+                # The reminder cron's only query; remind_at is set on open
+                # tasks only (_arm_reminders), so the index holds just those.
                 Index(t, (t.remind_at, Index.Range()),
-                    where=(t.state == 'open') & (t.remind_at != Null)),
+                    where=t.remind_at != Null),
                 Index(t, (t.previous, Index.Range()),
                     where=t.previous != Null),
                 })
@@ -236,18 +237,24 @@ class Task(Workflow, ModelSQL, ModelView):
                 cls.write(*to_write)
 
     @classmethod
-    def send_reminders(cls):
+    def due_reminders_query(cls, now, limit=None):
+        "The ids of the open tasks to remind at `now`, through remind_at's index."
+        table = cls.__table__()
+        return table.select(table.id,
+            where=(table.remind_at <= now) & (table.state == 'open'),
+            order_by=[table.remind_at.asc, table.id.asc], limit=limit)
+
+    @classmethod
+    def send_reminders(cls, now=None):
         """The reminders due (the cron, every minute): a desk notification
         to the owner and, when the settings say so, a WhatsApp message."""
         pool = Pool()
         Configuration = pool.get('crm.configuration')
         Notification = pool.get('res.notification')
-        now = utcnow()
-        tasks = cls.search([
-                ('state', '=', 'open'),
-                ('remind_at', '!=', None),
-                ('remind_at', '<=', now),
-                ], order=[('remind_at', 'ASC'), ('id', 'ASC')])
+        now = now or utcnow()
+        cursor = Transaction().connection.cursor()
+        cursor.execute(*cls.due_reminders_query(now))
+        tasks = cls.browse([i for i, in cursor])
         if not tasks:
             return []
         # Cleared first: a reminder goes once, even if a send fails.
@@ -370,7 +377,7 @@ class FinishStart(ModelView):
     __name__ = 'crm.task.finish.start'
     kind = fields.Selection(KINDS, "Type", readonly=True)
     outcome = fields.Selection('get_outcomes', "Outcome", required=True,
-        selection_change_with={'kind'}, sort=False)
+        sort=False)
     note = fields.Text("Note")
     plan_next = fields.Boolean("Plan the Next Task")
     next_kind = fields.Selection(KINDS, "Next Type", sort=False,
