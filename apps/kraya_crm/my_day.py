@@ -63,6 +63,9 @@ class MyDay(Model):
         pool = Pool()
         Task = pool.get('crm.task')
         Lead = pool.get('crm.lead')
+        ModelAccess = pool.get('ir.model.access')
+        FieldAccess = pool.get('ir.model.field.access')
+        Rule = pool.get('ir.rule')
         user = Transaction().user
         with check_access():
             tasks = Task.search([
@@ -71,19 +74,28 @@ class MyDay(Model):
                     ('due', '<', end_of_today()),
                     ], order=[('due', 'ASC'), ('id', 'ASC')],
                 limit=MAX_TASKS)
-            leads = Lead.search([
-                    ('owner', '=', user),
-                    ('status', 'in', OPEN_LEAD_STATUSES),
-                    ('first_response_at', '=', None),
-                    ] + hot_lead_domain(Lead),
-                order=[('create_date', 'ASC'), ('id', 'ASC')],
-                limit=MAX_LEADS)
+            ModelAccess.check('crm.lead', 'read')
+            lead_rules = Rule.domain_get('crm.lead', mode='read')
+            # A field agent may not read the score, yet is told which of
+            # their leads are hot: the search is the system's, the record
+            # rules still apply.
+            show_score = FieldAccess.check('crm.lead', ['score'],
+                raise_exception=False)
+        leads = Lead.search([
+                ('owner', '=', user),
+                ('status', 'in', OPEN_LEAD_STATUSES),
+                ('first_response_at', '=', None),
+                lead_rules,
+                ] + hot_lead_domain(Lead),
+            order=[('create_date', 'ASC'), ('id', 'ASC')],
+            limit=MAX_LEADS)
         conversations = cls._conversations(
             [t.lead for t in tasks if t.lead] + leads)
         now = utcnow()
         return {
             'tasks': [cls.task_json(t, conversations, now) for t in tasks],
-            'hot_leads': [cls.lead_json(l, conversations, now)
+            'hot_leads': [dict(cls.lead_json(l, conversations, now),
+                    score=l.score if show_score else None)
                 for l in leads],
             'kinds': [{'value': v, 'label': l} for v, l in KINDS],
             'call_outcomes': [{'value': v, 'label': l}
@@ -109,7 +121,6 @@ class MyDay(Model):
         return {
             'id': lead.id, 'name': lead.name,
             'company_name': lead.company_name, 'city': lead.city,
-            'score': lead.score,
             'phone': lead.phone, 'whatsapp': number,
             'tel_url': f'tel:{lead.phone or number}'
             if lead.phone or number else None,

@@ -178,7 +178,8 @@ function taskCard(task) {
 function leadCard(lead) {
     const item = h('li', {class: 'card hot', dataset: {leadId: lead.id}},
         h('div', {class: 'card-head'},
-            h('span', {class: 'kind kind-hot'}, `Hot · ${lead.score}`),
+            h('span', {class: 'kind kind-hot'},
+                lead.score === null ? 'Hot' : `Hot · ${lead.score}`),
             h('span', {class: 'due'}, lead.waiting_minutes !== null
                 ? `Waiting ${minutesText(lead.waiting_minutes)}` : '')),
         leadLine(lead),
