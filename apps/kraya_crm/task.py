@@ -51,11 +51,11 @@ OUTCOMES = [
     ('sent', "Sent"),
     ('no_reply', "No reply"),
     ]
-# The outcomes that make sense for each kind of task, in the order a
-# salesperson picks them.
+# The outcomes that make sense for each kind of task, the most frequent
+# first (My day shows the first three as one-tap buttons).
 KIND_OUTCOMES = {
-    'call': ['connected', 'interested', 'not_interested', 'callback',
-        'no_answer', 'busy', 'wrong_number'],
+    'call': ['connected', 'no_answer', 'busy', 'interested',
+        'not_interested', 'callback', 'wrong_number'],
     'meeting': ['visit_done', 'interested', 'not_interested', 'rescheduled',
         'no_show'],
     'email': ['sent', 'interested', 'not_interested', 'no_reply'],

@@ -135,12 +135,27 @@ function contactLinks(lead) {
     return h('div', {class: 'actions'}, links);
 }
 
+// The first outcomes are one tap away; the others behind "More".
+const FIRST_OUTCOMES = 3;
+
 function outcomeButtons(outcomes, onPick, label) {
-    return h('div', {class: 'outcomes', role: 'group', 'aria-label': label},
-        outcomes.map((outcome) => h('button', {type: 'button',
-            class: 'outcome', dataset: {outcome: outcome.value},
-            onclick: (event) => onPick(outcome, event.currentTarget)},
-            outcome.label)));
+    const group = h('div', {class: 'outcomes', role: 'group',
+        'aria-label': label});
+    outcomes.forEach((outcome, index) => group.append(h('button', {
+        type: 'button', class: 'outcome', hidden: index >= FIRST_OUTCOMES,
+        dataset: {outcome: outcome.value},
+        onclick: (event) => onPick(outcome, event.currentTarget)},
+        outcome.label)));
+    if (outcomes.length > FIRST_OUTCOMES) {
+        group.append(h('button', {type: 'button', class: 'outcome more',
+            'aria-expanded': 'false', onclick: (event) => {
+                group.querySelectorAll('.outcome[hidden]').forEach((b) => {
+                    b.hidden = false;
+                });
+                event.currentTarget.remove();
+            }}, 'More…'));
+    }
+    return group;
 }
 
 function leadLine(lead) {
