@@ -4,6 +4,8 @@ agent sees and finishes only their own tasks and leads). A one-tap outcome
 logs the call, the lead's first response, and finishes the task."""
 import datetime as dt
 import secrets
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -116,7 +118,9 @@ def test_task_carries_call_whatsapp_inbox_and_desk_links(
     assert lead['wa_url'] == f'https://wa.me/{number[1:]}'
     assert lead['desk_url'] == \
         f"/#{crm_site.database}/model/crm.lead/{agents_day['lead']}"
-    assert lead['inbox_url'].startswith(f'/{crm_site.database}/crm/inbox?c=')
+    # Nobody wrote to the lead yet: the link makes its conversation.
+    assert lead['inbox_url'] == \
+        f"/{crm_site.database}/crm/my-day/inbox/{agents_day['lead']}"
     assert {o['value'] for o in task['outcomes']} >= {
         'connected', 'no_answer', 'busy'}
 
@@ -218,3 +222,39 @@ def test_rep_sees_own_task_not_the_agents(agents_day, rep):
     ids = {t['id'] for t in day(rep)['tasks']}
     assert agents_day['rep_task'] in ids
     assert agents_day['tomorrow'] not in ids
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def open_inbox_link(crm_site, client, lead_id):
+    "GET a lead's inbox link of My day: (status, Location)."
+    request = urllib.request.Request(
+        f'{crm_site.url}/{crm_site.database}/crm/my-day/inbox/{lead_id}',
+        headers={'Cookie': client.session.cookie})
+    try:
+        with urllib.request.build_opener(NoRedirect).open(
+                request, timeout=30) as response:
+            return response.status, response.headers.get('Location')
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.headers.get('Location')
+
+
+def test_inbox_link_makes_the_conversation_of_own_leads_only(
+        crm_site, agents_day, agent, manager):
+    status, location = open_inbox_link(crm_site, agent, agents_day['hot'])
+    assert status == 303
+    conversation, = manager.search('crm.conversation',
+        [('lead', '=', agents_day['hot'])])
+    assert location.endswith(
+        f'/{crm_site.database}/crm/inbox?c={conversation}')
+    # Made once: the second tap goes to the same one.
+    assert open_inbox_link(crm_site, agent, agents_day['hot']) == (
+        303, location)
+    status, _ = open_inbox_link(crm_site, agent, agents_day['rep_hot'])
+    assert status == 404
+    assert manager.search('crm.conversation',
+        [('lead', '=', agents_day['rep_hot'])]) == []

@@ -105,12 +105,29 @@ class MyDay(Model):
 
     @classmethod
     def _conversations(cls, leads):
+        "The leads' conversations by lead id (reading the day makes none)."
         Conversation = Pool().get('crm.conversation')
         if not leads:
             return {}
         # Whoever may read the lead may open its conversation.
         with without_check_access():
-            return Conversation.of_leads(leads)
+            return {c.lead.id: c for c in Conversation.search([
+                        ('lead', 'in', list({l.id for l in leads})),
+                        ])}
+
+    @classmethod
+    def conversation_of(cls, lead_id):
+        "The id of the lead's conversation, made if missing, if it is theirs."
+        pool = Pool()
+        Lead = pool.get('crm.lead')
+        Conversation = pool.get('crm.conversation')
+        with check_access():
+            leads = Lead.search([('id', '=', lead_id)])
+        if not leads:
+            raise InboxRefusal('not_found',
+                gettext('kraya_crm.msg_my_day_not_found'))
+        with without_check_access():
+            return Conversation.of_leads(leads)[lead_id].id
 
     @classmethod
     def lead_json(cls, lead, conversations, now):
@@ -126,8 +143,10 @@ class MyDay(Model):
             if lead.phone or number else None,
             'wa_url': wa_url(number),
             'desk_url': desk_url(lead),
+            # A lead nobody wrote to yet has no conversation: the link
+            # makes it (routes.my_day_inbox), as the lead's desk button does.
             'inbox_url': f'/{database}/crm/inbox?c={conversation.id}'
-            if conversation else None,
+            if conversation else f'/{database}/crm/my-day/inbox/{lead.id}',
             'created_at': iso(lead.create_date),
             'waiting_minutes': int(waiting.total_seconds() // 60)
             if waiting else None,

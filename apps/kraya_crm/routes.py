@@ -14,6 +14,7 @@ letter, never lost.
     GET  /<db>/crm/static/<file>             the inbox page's scripts and styles
     GET  /<db>/crm/my-day                    a rep's day on the phone (desk session)
     GET|POST /<db>/crm/my-day/api/...        what the My day page reads and does
+    GET  /<db>/crm/my-day/inbox/<lead>       a lead's conversation, made if missing
 
 Imported from the module's __init__, as Tryton's marketing_automation
 registers its own."""
@@ -40,6 +41,7 @@ from trytond.protocols.wrappers import (
     with_transaction)
 from trytond.transaction import Transaction
 from trytond.wsgi import app
+from werkzeug.utils import redirect
 
 from . import mail, whatsapp
 from .capture import capture_company
@@ -873,3 +875,29 @@ def my_day_api(request, pool, action):
             return _inbox_call(request, pool, handler, *match.groups(),
                 status=status, model='crm.my_day')
     return json_response({'error': 'not_found'}, status=404)
+
+
+@app.route('/<database_name>/crm/my-day/inbox/<int:lead_id>',
+    methods=['GET'])
+@with_pool
+def my_day_inbox(request, pool, lead_id):
+    "To the lead's inbox conversation, made for a lead nobody wrote to yet."
+    if not signed_in_user(request):
+        return page(401, "Sign in first",
+            "Sign in to the desk, then open My day from the CRM menu.",
+            link=(f'/#{pool.database_name}', "Open the desk"),
+            headers={'Cache-Control': 'no-store'})
+    return _my_day_inbox(request, pool, lead_id)
+
+
+# A GET that may make the conversation: not read-only (as the desk's
+# "Open in Inbox" button, it makes it once).
+@with_transaction(user='request', readonly=False)
+def _my_day_inbox(request, pool, lead_id):
+    try:
+        conversation_id = pool.get('crm.my_day').conversation_of(lead_id)
+    except InboxRefusal as refusal:
+        return page(404, "Not found", refusal.message,
+            headers={'Cache-Control': 'no-store'})
+    return redirect(
+        f'/{pool.database_name}/crm/inbox?c={conversation_id}', code=303)
