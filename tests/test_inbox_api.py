@@ -16,12 +16,13 @@ from .conftest import eventually
 
 
 class InboxClient:
-    "The inbox page's requests, with a desk session signed in as `login`."
+    """The inbox page's requests (or another page's of the module, like
+    my-day), with a desk session signed in as `login`."""
 
-    def __init__(self, crm_site, login, password=None):
+    def __init__(self, crm_site, login, password=None, page='inbox'):
         self.session = crm_site.login(login, password)
         self.user_id = self.session.user_id
-        self.base = f'{crm_site.url}/{crm_site.database}/crm/inbox'
+        self.base = f'{crm_site.url}/{crm_site.database}/crm/{page}'
         status, page, _ = self.request('GET', '', raw=True)
         assert status == 200, page
         self.csrf = re.search(

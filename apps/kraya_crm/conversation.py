@@ -7,6 +7,7 @@ Human answers (a message a teammate sent, an email, a logged call) are
 also what makes a lead's first response: the speed-to-lead SLA builds on
 lead.first_response_at."""
 import datetime as dt
+from dataclasses import dataclass
 
 from sql import Literal, Null
 from sql.aggregate import Max
@@ -30,6 +31,15 @@ CALL_OUTCOMES = [
     ('wrong_number', "Wrong number"),
     ('callback', "Asked to call back"),
     ]
+
+
+@dataclass
+class LoggedCall:
+    "A call a teammate made or took, as they log it on the lead."
+    lead: object
+    outcome: str  # one of CALL_OUTCOMES
+    duration: dt.timedelta = None
+    note: str = None
 
 
 def is_human_answer(message):
@@ -313,6 +323,22 @@ class Message(metaclass=PoolMeta):
             ('event', "Activity"),
             ]
         cls.status.selection.append(('logged', "Logged"))
+
+    @classmethod
+    def log_calls(cls, calls):
+        """Log calls ([LoggedCall]) by the user on their leads' timelines:
+        each is an answer to the lead, its first response if the first."""
+        author = Transaction().user or None
+        messages = [cls(lead=c.lead, deal=c.lead.open_deal,
+                direction='outbound', channel='call', kind='call',
+                status='logged', author=author,
+                address=c.lead.phone or c.lead.whatsapp_number,
+                call_outcome=c.outcome,
+                call_duration=c.duration or dt.timedelta(0),
+                body=c.note or None) for c in calls]
+        with without_check_access():
+            cls.save(messages)
+        return messages
 
     @classmethod
     def on_modification(cls, mode, messages, field_names=None):

@@ -65,3 +65,7 @@ class BusinessCalendarError(ValidationError):
 
 class AssignmentRuleError(ValidationError):
     pass
+
+
+class TaskOutcomeError(ValidationError):
+    "An outcome that is not one of the task's kind (a site visit 'busy')."

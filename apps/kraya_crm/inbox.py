@@ -15,7 +15,7 @@ from trytond.model import Model
 from trytond.pool import Pool
 from trytond.transaction import Transaction, check_access, without_check_access
 
-from .conversation import CALL_OUTCOMES
+from .conversation import CALL_OUTCOMES, LoggedCall
 from .exceptions import InboxRefusal
 from .message import utcnow
 
@@ -611,15 +611,9 @@ class Inbox(Model):
         if not 0 <= seconds <= 24 * 3600:
             raise InboxRefusal('bad_duration',
                 gettext('kraya_crm.msg_inbox_bad_call_duration'))
-        lead = conversation.lead
-        call = Message(lead=lead, deal=lead.open_deal, direction='outbound',
-            channel='call', kind='call', status='logged',
-            address=lead.phone or lead.whatsapp_number,
-            author=Transaction().user, call_outcome=outcome,
-            call_duration=dt.timedelta(seconds=seconds),
-            body=cls._text(values, required=False) or None)
-        with without_check_access():
-            call.save()
+        call, = Message.log_calls([LoggedCall(conversation.lead, outcome,
+                    dt.timedelta(seconds=seconds),
+                    cls._text(values, required=False))])
         return cls.item_json(call)
 
     @classmethod

@@ -12,6 +12,9 @@ letter, never lost.
     GET  /<db>/crm/inbox                     the team inbox page (desk session)
     GET|POST /<db>/crm/inbox/api/...         what the inbox page reads and does
     GET  /<db>/crm/static/<file>             the inbox page's scripts and styles
+    GET  /<db>/crm/my-day                    a rep's day on the phone (desk session)
+    GET|POST /<db>/crm/my-day/api/...        what the My day page reads and does
+    GET  /<db>/crm/my-day/inbox/<lead>       a lead's conversation, made if missing
 
 Imported from the module's __init__, as Tryton's marketing_automation
 registers its own."""
@@ -38,6 +41,7 @@ from trytond.protocols.wrappers import (
     with_transaction)
 from trytond.transaction import Transaction
 from trytond.wsgi import app
+from werkzeug.utils import redirect
 
 from . import mail, whatsapp
 from .capture import capture_company
@@ -171,7 +175,7 @@ def _accept(pool, body, tries=3):
 
 # The inbox's API, whose requests from another site are refused with a
 # JSON answer (trytond would fail them with a 500 page).
-INBOX_API_PATH = re.compile(r'/crm/inbox/api/')
+INBOX_API_PATH = re.compile(r'/crm/(?:inbox|my-day)/api/')
 
 
 def _check_origins(wsgi_app):
@@ -585,10 +589,11 @@ def inbox_page(request, pool):
 
 
 @with_transaction(user='request', readonly=True)
-def _inbox_page(request, pool, desk):
+def _inbox_page(request, pool, desk, folder='inbox'):
+    "The page of static/<folder>/index.html for the signed-in user."
     User = pool.get('res.user')
     user = User(Transaction().user)
-    html = string.Template((STATIC / 'inbox' / 'index.html').read_text())
+    html = string.Template((STATIC / folder / 'index.html').read_text())
     return Response(html.safe_substitute({name: escape(str(value))
                 for name, value in {
                     'database': pool.database_name,
@@ -726,10 +731,11 @@ def inbox_api(request, pool, action):
 
 
 @with_transaction(user='request')
-def _inbox_call(request, pool, handler, *args, status=200):
+def _inbox_call(request, pool, handler, *args, status=200,
+        model='crm.inbox'):
     "The handler in the user's transaction; a refusal is a JSON error."
     User = pool.get('res.user')
-    Inbox = pool.get('crm.inbox')
+    Inbox = pool.get(model)
     transaction = Transaction()
     try:
         with transaction.set_context(
@@ -799,3 +805,99 @@ def _inbox_events(request, pool):
             return json_response(
                 {'cursor': next_cursor, 'conversations': changed})
         time.sleep(0.5)
+
+
+# --- My day ---
+
+def _record_id(value):
+    try:
+        return int(value)
+    except ValueError:
+        raise InboxRefusal('not_found',
+            gettext('kraya_crm.msg_my_day_not_found'))
+
+
+# (method, path pattern, handler(request, MyDay, *groups), status)
+MY_DAY_API = [
+    ('GET', r'day', lambda request, MyDay: MyDay.day(), 200),
+    ('POST', r'tasks/(\d+)/outcome', lambda request, MyDay, t:
+        MyDay.log_task_outcome(_record_id(t), _json_body(request)), 200),
+    ('POST', r'tasks/(\d+)/next', lambda request, MyDay, t:
+        MyDay.plan_next(_record_id(t), _json_body(request)), 201),
+    ('POST', r'leads/(\d+)/calls', lambda request, MyDay, l:
+        MyDay.log_lead_call(_record_id(l), _json_body(request)), 201),
+    ]
+MY_DAY_API = [(method, re.compile(pattern), handler, status)
+    for method, pattern, handler, status in MY_DAY_API]
+
+
+@app.route('/<database_name>/crm/my-day', methods=['GET'])
+@with_pool
+def my_day_page(request, pool):
+    database = pool.database_name
+    desk = f'/#{database}'
+    user_id = signed_in_user(request)
+    if not user_id:
+        return page(401, "Sign in first",
+            "My day uses your desk session: sign in to the desk, then "
+            "open My day from the CRM menu.", link=(desk, "Open the desk"),
+            headers={'Cache-Control': 'no-store'})
+    if not limiter('inbox', 'inbox_rate_limit', 600).allow(user_id):
+        return page(429, *TOO_MANY, headers={'Retry-After': '60'})
+    return _inbox_page(request, pool, desk, folder='my_day')
+
+
+@app.route('/<database_name>/crm/my-day/api/<path:action>',
+    methods=['GET', 'POST'])
+@with_pool
+def my_day_api(request, pool, action):
+    "The inbox API's checks (session, CSRF, limits) before crm.my_day."
+    user_id = signed_in_user(request)
+    if not user_id:
+        return json_response({'error': 'login_required',
+                'message': "Sign in to the desk first."}, status=401)
+    writing = request.method == 'POST'
+    if writing and cross_site(request):
+        logger.warning("My day %s refused as cross-site from %s", action,
+            client_ip(request))
+        return json_response({'error': 'cross_site',
+                'message': "Refused: this request did not come from the "
+                "My day page."}, status=403)
+    if not limiter('inbox_post' if writing else 'inbox',
+            'inbox_post_rate_limit' if writing else 'inbox_rate_limit',
+            120 if writing else 600).allow(user_id):
+        return json_response({'error': 'too_many_requests',
+                'message': "Too many requests. Try again in a minute."},
+            status=429, headers={'Retry-After': '60'})
+    for method, pattern, handler, status in MY_DAY_API:
+        match = pattern.fullmatch(action)
+        if match and method == request.method:
+            return _inbox_call(request, pool, handler, *match.groups(),
+                status=status, model='crm.my_day')
+    return json_response({'error': 'not_found'}, status=404)
+
+
+@app.route('/<database_name>/crm/my-day/inbox/<int:lead_id>',
+    methods=['GET'])
+@with_pool
+def my_day_inbox(request, pool, lead_id):
+    "To the lead's inbox conversation, made for a lead nobody wrote to yet."
+    if not signed_in_user(request):
+        return page(401, "Sign in first",
+            "Sign in to the desk, then open My day from the CRM menu.",
+            link=(f'/#{pool.database_name}', "Open the desk"),
+            headers={'Cache-Control': 'no-store'})
+    return _my_day_inbox(request, pool, lead_id)
+
+
+# A GET that may make the conversation: not read-only (as the desk's
+# "Open in Inbox" button, it makes it once).
+@with_transaction(user='request', readonly=False)
+def _my_day_inbox(request, pool, lead_id):
+    try:
+        conversation_id = pool.get('crm.my_day').conversation_of(lead_id)
+    except InboxRefusal as refusal:
+        return page(404, "Not found", refusal.message,
+            headers={'Cache-Control': 'no-store'})
+    return redirect(
+        f'/{pool.database_name}/crm/inbox?c={conversation_id}', code=303)

@@ -110,18 +110,6 @@ class Configuration(metaclass=PoolMeta):
         return 'other', self.sla_other_target
 
 
-class User(metaclass=PoolMeta):
-    __name__ = 'res.user'
-    crm_whatsapp = fields.Char("WhatsApp",
-        help="Where the CRM sends this user's alerts on WhatsApp, in "
-        "E.164 (+919876543210).")
-
-    @classmethod
-    def __setup__(cls):
-        super().__setup__()
-        cls._preferences_fields.append('crm_whatsapp')
-
-
 class Lead(metaclass=PoolMeta):
     __name__ = 'crm.lead'
     sla_target = fields.Selection([(None, "")] + SLA_TARGETS,

@@ -1,7 +1,11 @@
 from trytond.cache import Cache
+from trytond.i18n import gettext
 from trytond.model import DeactivableMixin, ModelSQL, ModelView, fields
 from trytond.pool import Pool, PoolMeta
 from trytond.transaction import Transaction
+
+from .contact import InvalidPhone, normalize_phone
+from .exceptions import InvalidPhoneError
 
 
 class Team(DeactivableMixin, ModelSQL, ModelView):
@@ -45,7 +49,28 @@ class User(metaclass=PoolMeta):
     __name__ = 'res.user'
     crm_teams = fields.Many2Many(
         'crm.team-res.user', 'user', 'team', "Sales Teams")
+    crm_whatsapp = fields.Char("WhatsApp Number",
+        help="Where the CRM's alerts and task reminders reach you on "
+        "WhatsApp, in E.164 (+919876543210).")
     _get_crm_teams_cache = Cache('res_user.get_crm_teams')
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        cls._preferences_fields.append('crm_whatsapp')
+
+    @classmethod
+    def preprocess_values(cls, mode, values):
+        values = super().preprocess_values(mode, values)
+        if values.get('crm_whatsapp'):
+            try:
+                values['crm_whatsapp'] = normalize_phone(
+                    values['crm_whatsapp'])
+            except InvalidPhone:
+                raise InvalidPhoneError(gettext(
+                        'kraya_crm.msg_invalid_phone',
+                        phone=values['crm_whatsapp']))
+        return values
 
     @classmethod
     def get_crm_teams(cls):
