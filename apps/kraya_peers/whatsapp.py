@@ -115,6 +115,10 @@ DEFAULT_TEMPLATES = [
     ('proposal_reminder', 'en', 'UTILITY',
         "Hello {{1}}, did you get a chance to look at our proposal for {{2}}?"),
     ('bench_follow_up', 'en', 'UTILITY', "Hello {{1}} of {{2}}."),
+    # To the team: task reminders and first-response alerts.
+    ('task_reminder', 'en', 'UTILITY', "Reminder: {{1}} at {{2}} ({{3}})."),
+    ('lead_waiting', 'en', 'UTILITY',
+        "{{1}} is waiting for a first answer: {{2}} so far, due {{3}}."),
     ('offer', 'en', 'MARKETING', "A festive offer for you, {{1}}!"),
     ('new_launch_offer', 'en', 'MARKETING',
         "{{1}}, our new launch has an early-bird price. Reply to know more."),
