@@ -45,3 +45,7 @@ class InboxRefusal(UserError):
     def __init__(self, code, message):
         super().__init__(message)
         self.code = code
+
+
+class ScoringRuleError(ValidationError):
+    pass
