@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from sql.aggregate import Count
 
 from trytond.i18n import gettext
-from trytond.model import ModelSingleton, ModelSQL, ModelView, fields
+from trytond.model import ModelSQL, ModelView, fields
 from trytond.pool import Pool, PoolMeta
 from trytond.tools import grouped_slice
 from trytond.transaction import Transaction, without_check_access
@@ -39,8 +39,9 @@ def sigmoid(value):
     return 1 / (1 + math.exp(-value))
 
 
-class WinModel(ModelSingleton, ModelSQL, ModelView):
-    "What the predictive score learnt from the closed deals, and how well."
+class WinModel(ModelSQL, ModelView):
+    """What the predictive score learnt from the closed deals, and how well:
+    one record per training, the newest one predicts."""
     __name__ = 'crm.scoring.model'
     __string__ = "Predictive Model"
     state = fields.Selection([
@@ -67,6 +68,7 @@ class WinModel(ModelSingleton, ModelSQL, ModelView):
     @classmethod
     def __setup__(cls):
         super().__setup__()
+        cls._order = [('trained_at', 'DESC NULLS LAST'), ('id', 'DESC')]
         cls._buttons.update({
                 'train': {'icon': 'tryton-refresh', 'depends': []},
                 })
@@ -74,10 +76,6 @@ class WinModel(ModelSingleton, ModelSQL, ModelView):
     @classmethod
     def default_state(cls):
         return 'untrained'
-
-    @classmethod
-    def default_summary(cls):
-        return gettext('kraya_crm.msg_win_model_untrained')
 
     def get_calibration_text(self, name):
         rows = json.loads(self.calibration) if self.calibration else []
@@ -96,9 +94,9 @@ class WinModel(ModelSingleton, ModelSQL, ModelView):
         return '\n'.join(f'{w:+.2f}  {labels[f]}' for f, w in pairs)
 
     @classmethod
-    @ModelView.button
+    @ModelView.button_action('kraya_crm.act_scoring_model')
     def train(cls, models=None):
-        "Retrain on the closed deals as they are now."
+        "Retrain on the closed deals as they are now, and list the trainings."
         cls.retrain()
 
     @classmethod
@@ -106,11 +104,15 @@ class WinModel(ModelSingleton, ModelSQL, ModelView):
         "Learn from the closed deals and keep the model (the weekly cron too)."
         values = cls._learn()
         with without_check_access():
-            singleton = cls.get_singleton()
-            if singleton:
-                cls.write([singleton], values)
-            else:
-                cls.create([values])
+            model, = cls.create([values])
+        return model
+
+    @classmethod
+    def latest(cls):
+        "The newest training, which predicts; None before the first."
+        with without_check_access():
+            models = cls.search([], limit=1)
+        return models[0] if models else None
 
     @classmethod
     def _learn(cls):
@@ -145,10 +147,9 @@ class WinModel(ModelSingleton, ModelSQL, ModelView):
     @classmethod
     def current(cls):
         "The kept model as a dict, or None when it has not learnt."
-        with without_check_access():
-            singleton = cls.get_singleton()
-        if singleton and singleton.state == 'trained':
-            return json.loads(singleton.coefficients)
+        latest = cls.latest()
+        if latest and latest.state == 'trained':
+            return json.loads(latest.coefficients)
 
     @classmethod
     def predict(cls, lead_ids):
@@ -341,11 +342,11 @@ class Lead(metaclass=PoolMeta):
         ids = [l.id for l in leads]
         with without_check_access():
             predictions = WinModel.predict(ids)
-            singleton = WinModel.get_singleton()
+            latest = WinModel.latest()
         summary = None
         if predictions is None:
             # It says why it predicts nothing.
-            summary = singleton.summary if singleton else gettext(
+            summary = latest.summary if latest else gettext(
                 'kraya_crm.msg_win_model_untrained')
         for lead_id in ids:
             probability, reasons = (predictions or {}).get(

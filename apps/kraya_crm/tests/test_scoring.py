@@ -389,7 +389,7 @@ class PredictionTestCase(unittest.TestCase):
         with set_company(create_company()):
             closed_history(240, random.Random(16))
             Model.retrain()
-            model = Model.get_singleton()
+            model = Model.latest()
             self.assertEqual(model.state, 'trained')
             self.assertEqual(model.n_won + model.n_lost, 240)
             self.assertGreater(model.auc, 0.7)
@@ -423,7 +423,7 @@ class PredictionTestCase(unittest.TestCase):
         with set_company(create_company()):
             leads = closed_history(12, random.Random(1))
             Model.retrain()
-            model = Model.get_singleton()
+            model = Model.latest()
             self.assertEqual(model.state, 'not_enough')
             self.assertEqual(model.summary,
                 "Not enough history: 12 closed deals, needs 30.")
