@@ -29,8 +29,8 @@ from .message import utcnow
 in_ids = fields.SQL_OPERATORS['in']
 
 # A city with fewer closed deals than this is "another city": too few to
-# learn from.
-MIN_CITY_DEALS = 5
+# learn from, its coefficient would be noise.
+MIN_CITY_DEALS = 20
 TOP_REASONS = 3
 HELD_OUT = 0.25
 

@@ -612,9 +612,12 @@ class Message(metaclass=PoolMeta):
             if asks_price(text, pattern):
                 events.append(ScoreEvent(message.lead, 'asked_price',
                         message.at, text.splitlines()[0][:120]))
+            # WhatsApp stamps a message to the second: ours of the same
+            # second came first.
             if (message.channel == 'whatsapp' and not stop
                     and message.lead.id in ours
-                    and ours[message.lead.id] < message.at):
+                    and ours[message.lead.id]
+                    < message.at + dt.timedelta(seconds=1)):
                 events.append(ScoreEvent(message.lead, 'replied_whatsapp',
                         message.at, (message.body or '').strip()[:120]
                         or None))
