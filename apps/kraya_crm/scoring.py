@@ -57,6 +57,7 @@ VISIT_TASK_TYPES = {'meeting', 'site_visit', 'visit'}
 # The fields the score itself writes: never a reason to rescore.
 SCORE_FIELDS = {'score', 'band', 'score_decays_at', 'silent_check_at'}
 SLICE = 1000
+WRITE_SLICE = 100
 in_ids = fields.SQL_OPERATORS['in']
 DEFAULT_PRICE_KEYWORDS = (
     "price, prices, price list, rate, rates, cost, costing, how much, "
@@ -415,16 +416,19 @@ class Lead(metaclass=PoolMeta):
         Event = pool.get('crm.lead.score_event')
         lines = defaultdict(list)
         decays = {}
+        cursor = Transaction().connection.cursor()
         for rule_id, name, domain, points in settings['attribute']:
-            for lead in cls.search([
+            # The ids alone: browsing a thousand records costs Tryton a
+            # million checks.
+            cursor.execute(*cls.search([
                         ('id', 'in', ids), json.loads(domain)],
-                    order=[]):
-                lines[lead.id].append(ScoreLineValues(rule_id, points, name))
+                    order=[], query=True))
+            for lead_id, in cursor:
+                lines[lead_id].append(ScoreLineValues(rule_id, points, name))
         behaviour = settings['behaviour']
         if not behaviour:
             return lines, decays
         event = Event.__table__()
-        cursor = Transaction().connection.cursor()
         cursor.execute(*event.select(
                 event.lead, event.kind, event.at, event.points,
                 event.detail,
@@ -496,8 +500,10 @@ class Lead(metaclass=PoolMeta):
                 for lead_id in changed_lines for l in lines.get(lead_id, [])]
             if new_lines:
                 Line.create_in_bulk(new_lines)
-        if fills:
-            cls.fill_in_bulk(fills)
+        # Tryton's write browses its records together, at a cost that grows
+        # with their square: a hundred at a time.
+        for sub_ids in grouped_slice(list(fills), WRITE_SLICE):
+            cls.fill_in_bulk({i: fills[i] for i in sub_ids})
 
     @classmethod
     def record_score_events(cls, events):
