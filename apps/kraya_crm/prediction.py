@@ -175,12 +175,26 @@ class WinModel(ModelSQL, ModelView):
             shown = sorted((p for p in parts if p[1] or p[0] in NUMERIC),
                 key=lambda p: -abs(p[2]))[:TOP_REASONS]
             result[lead_id] = (probability, [
-                    ('+ ' if c > 0 else '− ') + labels[n]
-                    for n, _, c in shown if abs(c) >= 0.05])
+                    ('+ ' if c > 0 else '− ') + reason_text(n, v, labels,
+                        row.get(UNANSWERED))
+                    for n, v, c in shown if abs(c) >= 0.05])
         return result
 
 
-NUMERIC = ['response_hours', 'never_answered', 'messages', 'events']
+NUMERIC = ['response_hours', 'messages', 'events']
+UNANSWERED = '_unanswered'
+
+
+def reason_text(name, value, labels, unanswered=False):
+    "A lead's reason, with its own figure for the measures."
+    if name == 'response_hours':
+        return gettext('kraya_crm.msg_win_reason_unanswered_hours'
+            if unanswered else 'kraya_crm.msg_win_reason_response_hours',
+            hours=f'{math.expm1(value):.1f}')
+    if name in {'messages', 'events'}:
+        return gettext(f'kraya_crm.msg_win_reason_{name}',
+            count=round(math.expm1(value)))
+    return labels[name]
 
 
 def closed_history():
@@ -235,6 +249,7 @@ def lead_features(lead_ids, cities=None):
         for lead_id, count in cursor:
             counts[lead_id]['events'] = count
     features = {}
+    now = utcnow()
     for lead_id, (code, city, created, answered, band) in rows.items():
         city = (city or '').strip().lower() or None
         if cities is not None and city not in cities:
@@ -245,11 +260,13 @@ def lead_features(lead_ids, cities=None):
             'messages': math.log1p(counts[lead_id]['messages']),
             'events': math.log1p(counts[lead_id]['events']),
             }
-        if answered and created:
-            hours = max((answered - created).total_seconds(), 0) / 3600
-            row['response_hours'] = math.log1p(hours)
-        else:
-            row['never_answered'] = 1.0
+        # Not answered yet, the lead has waited since it came: the least
+        # its response time will be.
+        hours = max(((answered or now) - created).total_seconds(), 0) / 3600
+        row['response_hours'] = math.log1p(hours)
+        if not answered:
+            # Not a feature (the hours say it): how a reason reads.
+            row[UNANSWERED] = True
         features[lead_id] = row
     return features
 
@@ -293,8 +310,8 @@ def fit(labels):
     cities = sorted(c.partition(':')[2] for c, n in city_counts.items()
         if n >= MIN_CITY_DEALS and c != 'city:other')
     features = lead_features(ids, set(cities))
-    names = sorted({n for row in features.values() for n in row} | set(
-            NUMERIC))
+    names = sorted({n for row in features.values() for n in row
+            if n != UNANSWERED} | set(NUMERIC))
     X = np.array([[features[i].get(n, 0.0) for n in names] for i in ids])
     y = np.array([labels[i] for i in ids])
 
