@@ -28,8 +28,7 @@ from sql.aggregate import Min
 from trytond.cache import Cache
 from trytond.i18n import gettext
 from trytond.model import (
-    DeactivableMixin, Index, ModelSQL, ModelView, Workflow, fields,
-    sequence_ordered)
+    DeactivableMixin, Index, ModelSQL, ModelView, fields, sequence_ordered)
 from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval
 from trytond.tools import grouped_slice
@@ -52,7 +51,7 @@ BANDS = [('hot', "Hot"), ('warm', "Warm"), ('cold', "Cold")]
 SILENCE = dt.timedelta(days=7)
 # Hearing from the lead ends a silence and restarts its clock.
 HEARD_FROM = {'replied_whatsapp', 'email_engaged', 'asked_price'}
-# Task types (of crm.task.type, when tasks have one) that are a visit.
+# Kinds of task (crm.task.kind, when tasks have one) that are a visit.
 VISIT_TASK_TYPES = {'meeting', 'site_visit', 'visit'}
 # The fields the score itself writes: never a reason to rescore.
 SCORE_FIELDS = {'score', 'band', 'score_decays_at', 'silent_check_at'}
@@ -683,17 +682,18 @@ class Task(metaclass=PoolMeta):
     __name__ = 'crm.task'
 
     @classmethod
-    @ModelView.button
-    @Workflow.transition('done')
-    def done(cls, tasks):
-        "A visit or meeting done is a visit the lead booked."
+    def on_modification(cls, mode, tasks, field_names=None):
+        """A visit or meeting done is a visit the lead booked: read from the
+        write of the state, whichever button or wizard finished it."""
         Lead = Pool().get('crm.lead')
-        super().done(tasks)
+        super().on_modification(mode, tasks, field_names=field_names)
+        if mode != 'write' or not field_names or 'state' not in field_names:
+            return
         now = utcnow()
         Lead.record_score_events([
                 ScoreEvent(t.lead, 'visit_booked', now, t.name)
-                for t in tasks if t.lead
-                and getattr(t, 'type', None) in VISIT_TASK_TYPES])
+                for t in tasks if t.lead and t.state == 'done'
+                and getattr(t, 'kind', None) in VISIT_TASK_TYPES])
 
 
 class Cron(metaclass=PoolMeta):
