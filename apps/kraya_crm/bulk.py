@@ -157,7 +157,8 @@ class BulkWrite:
         caller checked): what ModelSQL.write does, with its own checks and
         hooks before and after, but one prepared UPDATE per set of fields
         instead of one statement per record."""
-        records = cls.browse(list(fills))
+        records = list(chain.from_iterable(cls.browse(sub_ids)
+                for sub_ids in grouped_slice(list(fills), BROWSE_SLICE)))
         args = list(chain.from_iterable(([r], fills[r.id]) for r in records))
         if not cls._in_bulk(fills.values()):
             cls.write(*args)

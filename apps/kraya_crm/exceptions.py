@@ -69,3 +69,7 @@ class AssignmentRuleError(ValidationError):
 
 class TaskOutcomeError(ValidationError):
     "An outcome that is not one of the task's kind (a site visit 'busy')."
+
+
+class ScoringRuleError(ValidationError):
+    pass
