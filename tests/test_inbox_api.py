@@ -97,6 +97,10 @@ def writes_in(crm_site, manager, text, name=None, owner=None):
             [('phone', '=', number)]))
     assert leads, f'no lead for {number}'
     if owner:
+        # After the demo's assignment rules have given it to someone, as a
+        # manager reassigns it.
+        assert eventually(lambda: manager.model('crm.lead', 'read', leads,
+                ['assigned_at'])[0]['assigned_at'], timeout=20)
         manager.model('crm.lead', 'write', leads, {'owner': owner})
     conversations = eventually(lambda: manager.search('crm.conversation',
             [('lead', '=', leads[0])]))
@@ -436,6 +440,8 @@ def test_email_answer_goes_on_the_leads_thread(crm_site, manager, rep):
             "Please send the brochure.\r\n").encode()) == {'status': 'stored'}
     lead_id, = eventually(lambda: manager.search('crm.lead',
             [('email', '=', address)]))
+    assert eventually(lambda: manager.model('crm.lead', 'read', [lead_id],
+            ['assigned_at'])[0]['assigned_at'], timeout=20)
     manager.model('crm.lead', 'write', [lead_id], {'owner': rep.user_id})
     conversation_id, = manager.search('crm.conversation',
         [('lead', '=', lead_id)])

@@ -189,15 +189,18 @@ def run_inbox_walk(page, crm_site, walk, screenshots, tmp_path):
         shot('list')
 
     def writes_in(number, text, name):
-        """A lead writes on WhatsApp and the manager gives it to the rep:
-        a lead from WhatsApp has no owner nor team, so no rep may see it
-        before. The time the rep's page may take starts then."""
+        """A lead writes on WhatsApp and the manager gives it to the rep
+        (the demo's rules may have given it to someone else). The time the
+        rep's page may take starts then."""
         simulator.reply(number, text, name=name)
         manager = crm_site.login('manager')
         leads = eventually(lambda: manager.search('crm.lead',
                 [('phone', '=', '+' + number)]))
         assert leads, f'the simulator\'s message made no lead for {number}'
         rep_id, = manager.search('res.user', [('login', '=', 'rep')])
+        # Once the demo's assignment rules have given it to someone.
+        assert eventually(lambda: manager.model('crm.lead', 'read', leads,
+                ['assigned_at'])[0]['assigned_at'], timeout=20)
         manager.model('crm.lead', 'write', leads, {'owner': rep_id})
         return time.monotonic()
 

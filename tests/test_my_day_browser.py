@@ -32,8 +32,8 @@ def test_field_agent_logs_no_answer_from_my_day(crm_site, manager,
     task_name = f'Call back about the 2 BHK {token}'
     task_id = new_task(manager, agent_id, lead_id, -3, name=task_name)
     hot_name = f'Hot Lead {token}'
-    hot_id, hot_number = new_lead(manager, agent_id, score=93,
-        name=hot_name)
+    hot_id, hot_number = new_lead(manager, agent_id, name=hot_name,
+        hot_on=crm_site)
 
     context = chromium_browser.new_context(viewport=VIEWPORTS[viewport],
         has_touch=viewport == '390x844')

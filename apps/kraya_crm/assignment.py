@@ -419,6 +419,9 @@ class Lead(metaclass=PoolMeta):
     def assign_captured(cls, leads):
         "The queue's task: assign those still without an owner."
         with without_check_access():
+            # Waits for a manager giving one of them away meanwhile, whose
+            # choice stands (PostgreSQL; SQLite has one writer anyway).
+            cls.lock(leads)
             facts = cls.assignment_facts([l.id for l in leads])
             cls.assign([i for i, f in facts.items() if f.owner is None])
 

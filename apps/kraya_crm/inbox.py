@@ -178,8 +178,7 @@ class Inbox(Model):
             'owner': user_json(lead.owner),
             'team': {'id': lead.team.id, 'name': lead.team.rec_name}
             if lead.team else None,
-            # crm.lead.band arrives with lead scoring (issue 16).
-            'band': getattr(lead, 'band', None),
+            'band': lead.band,
             'state': conversation.state,
             'snoozed_until': iso(conversation.snoozed_until),
             'unread': conversation.unread or 0,

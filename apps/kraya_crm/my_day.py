@@ -24,7 +24,6 @@ from .task import KINDS, NextTask, outcomes_of
 
 # Until lead scoring gives crm.lead a band, "hot" is a score of 80 and
 # more (the seeds: "call 80+ score leads within 1 hour").
-HOT_SCORE = 80
 OPEN_LEAD_STATUSES = ['new', 'contacted', 'qualified']
 MAX_TASKS = 200
 MAX_LEADS = 50
@@ -32,10 +31,8 @@ MAX_NOTE = 2000
 
 
 def hot_lead_domain(Lead):
-    "Hot leads: band 'hot' once scoring has landed, else a score of 80+."
-    if 'band' in Lead._fields:
-        return [('band', '=', 'hot')]
-    return [('score', '>=', HOT_SCORE)]
+    "Hot leads: those the scoring puts in the hot band."
+    return [('band', '=', 'hot')]
 
 
 def end_of_today():

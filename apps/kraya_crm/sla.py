@@ -50,7 +50,7 @@ ALERT_KIND = 'sla_alert'
 
 def lead_band(lead):
     "The lead's score band; a lead not scored yet counts as cold."
-    return getattr(lead, 'band', None) or 'cold'
+    return lead.band or 'cold'
 
 
 class Configuration(metaclass=PoolMeta):
