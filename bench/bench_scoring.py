@@ -358,6 +358,12 @@ def main(argv=None):
     if not args.no_results:
         record_results('Lead scoring', text)
         print('Appended to bench/RESULTS.md')
+    # Working a lead is scoring it and handing it to a rep: the assignment
+    # of as many new leads is bench_assignment.py's, run with this one.
+    from bench import bench_assignment
+    return bench_assignment.main([f'--leads={args.events}']
+        + ['--no-postgresql'] * args.no_postgresql
+        + ['--no-results'] * args.no_results)
 
 
 if __name__ == '__main__':
