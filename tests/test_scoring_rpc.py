@@ -1,6 +1,11 @@
 """Lead scoring on the running demo site: a lead who writes on WhatsApp
 (through the simulator) after a rep's answer gets the points of a reply
 and of asking the price, with the breakdown, and the inbox shows the band."""
+import re
+import secrets
+import urllib.error
+import urllib.request
+
 import pytest
 
 from .conftest import eventually
@@ -70,3 +75,39 @@ def test_demo_model_learnt_from_its_closed_deals(manager):
             for line in model['coefficients_text'].splitlines())}
     assert weights["Source: Referral"] > 0.3, weights
     assert weights["Hours to the first response"] < -0.3, weights
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def test_a_click_on_a_link_of_our_email_counts_as_engagement(
+        crm_site, manager, rep):
+    conversation_id, lead_id, _ = writes_in(crm_site, manager,
+        "Email me the brochure", name="Farah Khan", owner=rep.user_id)
+    address = f'farah{secrets.token_hex(4)}@example.in'
+    manager.model('crm.lead', 'write', [lead_id], {'email': address})
+    status, answer = rep.post(f'conversations/{conversation_id}/messages', {
+            'channel': 'email', 'subject': "Powai brochure",
+            'text': "Here it is: https://www.example.in/powai.pdf, enjoy."})
+    assert status == 201, answer
+    email, = eventually(lambda: crm_site.mail.sent_to(address))
+    html = email.get_body(('html',)).get_content()
+    link = re.search(r'href="([^"]*/crm/link/[^"]*)"', html)[1].replace(
+        '&amp;', '&')
+    assert 'https://www.example.in/powai.pdf' in \
+        email.get_body(('plain',)).get_content()
+    opener = urllib.request.build_opener(NoRedirect)
+    with pytest.raises(urllib.error.HTTPError) as followed:
+        opener.open(link, timeout=10)
+    assert followed.value.code == 302
+    assert followed.value.headers['Location'] == \
+        'https://www.example.in/powai.pdf'
+    assert "Engaged with an email" in eventually(
+        lambda: breakdown(manager, lead_id))
+    # A link that was not in our email goes nowhere.
+    forged = link.replace('powai.pdf', 'evil.exe')
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        opener.open(forged, timeout=10)
+    assert refused.value.code == 404

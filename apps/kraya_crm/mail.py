@@ -66,11 +66,28 @@ UNSUBSCRIBE_MAX_BYTES = 4096
 
 # --- Building and sending ---
 
-def text_to_html(text):
-    "The text as HTML: escaped, paragraphs at blank lines, line breaks kept."
+URL = re.compile(r'https?://[^\s<>"\']+[^\s<>"\'.,;:!?)\]]')
+
+
+def _line_html(line, track):
+    "A line of text as HTML: escaped, its web addresses made links."
+    parts, end = [], 0
+    for match in URL.finditer(line):
+        url = match.group(0)
+        parts.append(escape(line[end:match.start()]))
+        parts.append('<a href="%s">%s</a>' % (
+                escape(track(url) if track else url), escape(url)))
+        end = match.end()
+    parts.append(escape(line[end:]))
+    return ''.join(parts)
+
+
+def text_to_html(text, track=None):
+    """The text as HTML: escaped, paragraphs at blank lines, line breaks
+    kept, web addresses as links (through track(url), when given)."""
     paragraphs = re.split(r'\n[ \t]*\n', (text or '').strip())
     return '\n'.join('<p>%s</p>' % '<br>\n'.join(
-                escape(line) for line in paragraph.splitlines())
+                _line_html(line, track) for line in paragraph.splitlines())
         for paragraph in paragraphs if paragraph.strip())
 
 
@@ -83,13 +100,15 @@ def html_with_footer(html, footer):
 
 
 def build_email(to, subject, text, html, message_id, unsubscribe_url,
-        from_addr=None, reply_to=None, from_name=None, answers=()):
+        from_addr=None, reply_to=None, from_name=None, answers=(),
+        track=None):
     """The email to send: text and HTML alternatives (the HTML made from the
     text when html is None), both ending with the unsubscribe link, and the
     RFC 8058 one-click unsubscribe headers. html, when given, is trusted
     markup (a template); everything else put into HTML is escaped.
     from_name is the teammate who writes; answers, the Message-IDs of the
-    thread it answers, the last one answered directly."""
+    thread it answers, the last one answered directly; track(url), the
+    address a link of the text goes through to count the click."""
     msg = EmailMessage()
     sender = from_addr or config.get('email', 'from')
     if from_name:
@@ -114,7 +133,7 @@ def build_email(to, subject, text, html, message_id, unsubscribe_url,
         f"{(text or '').rstrip()}\n\n-- \n"
         + FOOTER_TEXT.format(url=unsubscribe_url) + "\n")
     msg.add_alternative(html_with_footer(
-            text_to_html(text) if html is None else html,
+            text_to_html(text, track) if html is None else html,
             FOOTER_HTML.format(url=escape(unsubscribe_url))), subtype='html')
     return msg
 
@@ -191,6 +210,28 @@ def unsubscribe_token(database_name, lead_id):
         hashlib.sha256).digest()
     return f'{lead_id}.' + base64.urlsafe_b64encode(
         digest[:16]).decode().rstrip('=')
+
+
+def click_signature(database_name, message_id, url):
+    "A MAC of the email and the address: a link goes only where we wrote."
+    digest = hmac.new(link_secret().encode(),
+        f'click:{database_name}:{message_id}:{url}'.encode(),
+        hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:16]).decode().rstrip('=')
+
+
+def click_url(database_name, message_id, url):
+    "The address a link of our email goes through, to count its click."
+    return '%s/%s/crm/link/%s?%s' % (public_url(),
+        urllib.parse.quote(database_name), message_id,
+        urllib.parse.urlencode({'u': url, 's': click_signature(
+                    database_name, message_id, url)}))
+
+
+def click_valid(database_name, message_id, url, signature):
+    return bool(url) and URL.fullmatch(url) is not None \
+        and hmac.compare_digest(signature or '',
+            click_signature(database_name, message_id, url))
 
 
 def unsubscribe_url(database_name, lead_id):

@@ -550,7 +550,8 @@ class Message(metaclass=PoolMeta):
             # The mailbox whose mail reaches /crm/email/inbound.
             reply_to=setting('email_reply_to', None, str),
             from_name=self.author.rec_name if self.author else None,
-            answers=self._email_thread())
+            answers=self._email_thread(),
+            track=lambda url: mail.click_url(database, self.id, url))
         result = mail.deliver(email)
         return self._outcome_values(result, utcnow(), {})
 

@@ -9,6 +9,7 @@ letter, never lost.
     OPTIONS /<db>/crm/capture/<key>          their CORS preflight
     GET|POST /<db>/crm/unsubscribe/<token>   the unsubscribe link of emails
     POST /<db>/crm/email/inbound             replies and bounces, signed
+    GET  /<db>/crm/link/<message>?u=&s=      a link of our email: counted
     GET  /<db>/crm/inbox                     the team inbox page (desk session)
     GET|POST /<db>/crm/inbox/api/...         what the inbox page reads and does
     GET  /<db>/crm/static/<file>             the inbox page's scripts and styles
@@ -50,6 +51,7 @@ from .http import (
     client_ip, json_response, limiter, read_body, secret, setting)
 from .exceptions import MailSettingError
 from .mail import UNSUBSCRIBE_MAX_BYTES, NotAnEmail
+from .message import utcnow
 from .web_form import (
     CAPTURE_PATH, HONEYPOT, ORIGIN_ENVIRON, SUBMISSION_MESSAGES,
     SubmissionError, origin_allowed, origin_lines, parse_body)
@@ -444,6 +446,43 @@ def unsubscribe(request, pool, token):
     except Exception:
         logger.exception("Unsubscribe page failed")
         return page(503, *BUSY, headers={'Retry-After': '60'})
+
+
+@with_transaction(user=0)
+def _count_click(request, pool, message_id, url):
+    "The lead engaged with our email: a score event, then the way on."
+    Message = pool.get('crm.message')
+    Lead = pool.get('crm.lead')
+    found = Message.search([('id', '=', message_id)])
+    if found and found[0].channel == 'email':
+        Lead.record_score_events([(found[0].lead, 'email_engaged',
+                    utcnow(), url[:120])])
+
+
+@app.route('/<database_name>/crm/link/<int:message_id>', methods=['GET'])
+@with_pool
+def email_link(request, pool, message_id):
+    """A link of one of our emails: counted, then followed. Only to the
+    address we wrote (signed), so that it is no open redirect."""
+    if not limiter('email_link', 'email_link_rate_limit', 120).allow(
+            client_ip(request)):
+        return page(429, *TOO_MANY, headers={'Retry-After': '60'})
+    url = request.args.get('u', '')
+    try:
+        valid = mail.click_valid(pool.database_name, message_id, url,
+            request.args.get('s'))
+    except MailSettingError:
+        valid = False
+    if not valid:
+        return page(404, gettext('kraya_crm.msg_unsubscribe_unknown'),
+            "This link is not one of ours.")
+    try:
+        _count_click(request, pool, message_id, url)
+    except Exception:
+        # The reader still gets where they wanted to go.
+        logger.exception("Email link click of %s not counted", message_id)
+    return Response(status=302, headers={'Location': url,
+            'Cache-Control': 'no-store', 'Referrer-Policy': 'no-referrer'})
 
 
 @with_transaction(user=0)

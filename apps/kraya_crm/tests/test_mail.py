@@ -19,8 +19,8 @@ from trytond.tests.test_tryton import DB_NAME, RouteTestCase
 from trytond.transaction import Transaction
 
 from ..mail import (
-    build_email, deliver, html_to_text, new_message_id, unsubscribe_url,
-    without_quote)
+    build_email, deliver, html_to_text, new_message_id, text_to_html,
+    unsubscribe_url, without_quote)
 
 COMPANY = "Shree Ganesh <Realty> & Co"
 INBOUND_SECRET = 'test-inbound-secret'
@@ -104,6 +104,23 @@ class BuildEmailTestCase(unittest.TestCase):
         first, second = new_message_id(), new_message_id()
         self.assertRegex(first, r'^<[^<>@\s]+@kraya\.example>$')
         self.assertNotEqual(first, second)
+
+
+class EmailLinksTestCase(unittest.TestCase):
+
+    def test_web_addresses_become_links_through_the_tracker(self):
+        html = text_to_html(
+            "Brochure: https://example.in/a?b=1&c=2. Call us <today>!",
+            track=lambda url: 'https://crm.example.in/t?u=' + url)
+        self.assertIn('<a href="https://crm.example.in/t?u=https://'
+            'example.in/a?b=1&amp;c=2">https://example.in/a?b=1&amp;c=2</a>.',
+            html)
+        self.assertIn('&lt;today&gt;', html)
+
+    def test_text_that_tries_markup_in_an_address_stays_text(self):
+        html = text_to_html('https://x.in/"onmouseover="alert(1)')
+        self.assertNotIn('onmouseover="', html.split('</a>')[0]
+            .split('href=')[1])
 
 
 class ReadReplyTestCase(unittest.TestCase):
