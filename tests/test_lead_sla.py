@@ -73,17 +73,21 @@ def karnataka_to_rep2(crm_site, manager):
     manager.model('crm.assignment.rule', 'delete', [rule])
 
 
-def submit_web_form(crm_site, manager, values):
-    website, = manager.search_read('crm.source',
-        [('code', '=', 'website')], ['capture_key', 'web_form'])
-    if not website['web_form']:
-        manager.model('crm.source', 'write', [website['id']],
-            {'web_form': True})
-        website, = manager.search_read('crm.source',
-            [('code', '=', 'website')], ['capture_key'])
+@pytest.fixture(scope='module')
+def web_form(manager):
+    "A web form of the team's (its own source): its capture key."
+    team, = manager.search('crm.team', [('name', '=', "Mumbai Sales")])
+    source, = manager.model('crm.source', 'create', [{
+                'name': "SLA test form", 'team': team, 'web_form': True,
+                'code': f'sla-test-{secrets.token_hex(3)}'}])
+    key, = manager.model('crm.source', 'read', [source], ['capture_key'])
+    return key['capture_key']
+
+
+def submit_web_form(crm_site, key, values):
     request = urllib.request.Request(
-        f"{crm_site.url}/{crm_site.database}/crm/capture/"
-        f"{website['capture_key']}", data=json.dumps(values).encode(),
+        f"{crm_site.url}/{crm_site.database}/crm/capture/{key}",
+        data=json.dumps(values).encode(),
         headers={'Content-Type': 'application/json'})
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.status == 200
@@ -109,9 +113,9 @@ def notifications_of(crm_site, login, lead_id):
 
 def test_lead_out_of_hours_is_assigned_chased_and_stopped_by_a_call(
         crm_site, manager, admin, run_crons, office_closed_today,
-        karnataka_to_rep2):
+        karnataka_to_rep2, web_form):
     number = '98' + ''.join(secrets.choice('0123456789') for _ in range(8))
-    submit_web_form(crm_site, manager, {'name': "Deepa Rao",
+    submit_web_form(crm_site, web_form, {'name': "Deepa Rao",
             'mobile': number, 'state': "Karnataka",
             'message': "Looking for a villa in Whitefield"})
     lead_id, = eventually(lambda: manager.search('crm.lead',

@@ -51,9 +51,10 @@ def lead_of(manager, wa_id):
 
 
 def messages_of(manager, wa_id, fields=('provider_id', 'body', 'kind')):
+    "The lead's WhatsApp messages (not the activity, e.g. its assignment)."
     return manager.search_read('crm.message',
-        [('lead.whatsapp', '=', '+' + wa_id)], list(fields),
-        order=[('id', 'ASC')])
+        [('lead.whatsapp', '=', '+' + wa_id), ('channel', '=', 'whatsapp')],
+        list(fields), order=[('id', 'ASC')])
 
 
 def test_verification_echoes_challenge_for_our_token(webhook):
