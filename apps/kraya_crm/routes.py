@@ -611,20 +611,59 @@ def signed_in_user(request):
         return None
 
 
-@app.route('/<database_name>/crm/inbox', methods=['GET'])
-@with_pool
-def inbox_page(request, pool):
+def desk_page(request, pool, name, folder):
+    """A page of ours (static/<folder>/index.html) on the desk's session:
+    without one, it says to sign in to the desk first."""
     database = pool.database_name
     desk = f'/#{database}'
     user_id = signed_in_user(request)
     if not user_id:
         return page(401, "Sign in first",
-            "The inbox uses your desk session: sign in to the desk, then "
-            "open the inbox from the CRM menu.", link=(desk, "Open the desk"),
+            f"{name} uses your desk session: sign in to the desk, then "
+            "open it from the CRM menu.", link=(desk, "Open the desk"),
             headers={'Cache-Control': 'no-store'})
     if not limiter('inbox', 'inbox_rate_limit', 600).allow(user_id):
         return page(429, *TOO_MANY, headers={'Retry-After': '60'})
-    return _inbox_page(request, pool, desk)
+    return _inbox_page(request, pool, desk, folder=folder)
+
+
+def refused_api_request(request, action, page_name):
+    """The answer refusing a request to the API of one of our pages, or
+    None: no desk session (401), a change from another site (403), past
+    the user's limit (429)."""
+    user_id = signed_in_user(request)
+    if not user_id:
+        return json_response({'error': 'login_required',
+                'message': "Sign in to the desk first."}, status=401)
+    writing = request.method == 'POST'
+    if writing and cross_site(request):
+        logger.warning("%s: %s refused as cross-site from %s", page_name,
+            action, client_ip(request))
+        return json_response({'error': 'cross_site',
+                'message': "Refused: this request did not come from "
+                f"{page_name}."}, status=403)
+    if not limiter('inbox_post' if writing else 'inbox',
+            'inbox_post_rate_limit' if writing else 'inbox_rate_limit',
+            120 if writing else 600).allow(user_id):
+        return json_response({'error': 'too_many_requests',
+                'message': "Too many requests. Try again in a minute."},
+            status=429, headers={'Retry-After': '60'})
+
+
+def dispatch_api(request, pool, routes, action, model):
+    "The handler of the routes matching the request, in its transaction."
+    for method, pattern, handler, status in routes:
+        match = pattern.fullmatch(action)
+        if match and method == request.method:
+            return _inbox_call(request, pool, handler, *match.groups(),
+                status=status, model=model)
+    return json_response({'error': 'not_found'}, status=404)
+
+
+@app.route('/<database_name>/crm/inbox', methods=['GET'])
+@with_pool
+def inbox_page(request, pool):
+    return desk_page(request, pool, "The inbox", 'inbox')
 
 
 @with_transaction(user='request', readonly=True)
@@ -739,34 +778,15 @@ INBOX_STATUSES = {'not_found': 404, 'not_allowed': 403, 'too_large': 413}
 @set_max_request_size(101 * 1024 * 1024)
 @with_pool
 def inbox_api(request, pool, action):
-    user_id = signed_in_user(request)
-    if not user_id:
-        return json_response({'error': 'login_required',
-                'message': "Sign in to the desk first."}, status=401)
-    if request.method == 'POST' and cross_site(request):
-        logger.warning("Inbox %s refused as cross-site from %s", action,
-            client_ip(request))
-        return json_response({'error': 'cross_site',
-                'message': "Refused: this request did not come from the "
-                "inbox page."}, status=403)
-    writing = request.method == 'POST'
-    if not limiter('inbox_post' if writing else 'inbox',
-            'inbox_post_rate_limit' if writing else 'inbox_rate_limit',
-            120 if writing else 600).allow(user_id):
-        return json_response({'error': 'too_many_requests',
-                'message': "Too many requests. Try again in a minute."},
-            status=429, headers={'Retry-After': '60'})
+    refused = refused_api_request(request, action, "the inbox page")
+    if refused:
+        return refused
     if action == 'events' and request.method == 'GET':
         return _inbox_events(request, pool)
     match = re.fullmatch(r'media/(\d+)', action)
     if match and request.method == 'GET':
         return _inbox_call(request, pool, _media_response, int(match[1]))
-    for method, pattern, handler, status in INBOX_API:
-        match = pattern.fullmatch(action)
-        if match and method == request.method:
-            return _inbox_call(request, pool, handler, *match.groups(),
-                status=status)
-    return json_response({'error': 'not_found'}, status=404)
+    return dispatch_api(request, pool, INBOX_API, action, 'crm.inbox')
 
 
 @with_transaction(user='request')
@@ -873,17 +893,7 @@ MY_DAY_API = [(method, re.compile(pattern), handler, status)
 @app.route('/<database_name>/crm/my-day', methods=['GET'])
 @with_pool
 def my_day_page(request, pool):
-    database = pool.database_name
-    desk = f'/#{database}'
-    user_id = signed_in_user(request)
-    if not user_id:
-        return page(401, "Sign in first",
-            "My day uses your desk session: sign in to the desk, then "
-            "open My day from the CRM menu.", link=(desk, "Open the desk"),
-            headers={'Cache-Control': 'no-store'})
-    if not limiter('inbox', 'inbox_rate_limit', 600).allow(user_id):
-        return page(429, *TOO_MANY, headers={'Retry-After': '60'})
-    return _inbox_page(request, pool, desk, folder='my_day')
+    return desk_page(request, pool, "My day", 'my_day')
 
 
 @app.route('/<database_name>/crm/my-day/api/<path:action>',
@@ -891,29 +901,10 @@ def my_day_page(request, pool):
 @with_pool
 def my_day_api(request, pool, action):
     "The inbox API's checks (session, CSRF, limits) before crm.my_day."
-    user_id = signed_in_user(request)
-    if not user_id:
-        return json_response({'error': 'login_required',
-                'message': "Sign in to the desk first."}, status=401)
-    writing = request.method == 'POST'
-    if writing and cross_site(request):
-        logger.warning("My day %s refused as cross-site from %s", action,
-            client_ip(request))
-        return json_response({'error': 'cross_site',
-                'message': "Refused: this request did not come from the "
-                "My day page."}, status=403)
-    if not limiter('inbox_post' if writing else 'inbox',
-            'inbox_post_rate_limit' if writing else 'inbox_rate_limit',
-            120 if writing else 600).allow(user_id):
-        return json_response({'error': 'too_many_requests',
-                'message': "Too many requests. Try again in a minute."},
-            status=429, headers={'Retry-After': '60'})
-    for method, pattern, handler, status in MY_DAY_API:
-        match = pattern.fullmatch(action)
-        if match and method == request.method:
-            return _inbox_call(request, pool, handler, *match.groups(),
-                status=status, model='crm.my_day')
-    return json_response({'error': 'not_found'}, status=404)
+    refused = refused_api_request(request, action, "the My day page")
+    if refused:
+        return refused
+    return dispatch_api(request, pool, MY_DAY_API, action, 'crm.my_day')
 
 
 @app.route('/<database_name>/crm/my-day/inbox/<int:lead_id>',

@@ -13,7 +13,6 @@ const ME = {id: Number(body.dataset.userId), name: body.dataset.userName,
     login: body.dataset.userLogin};
 const DESK_URL = body.dataset.deskUrl;
 const API = `/${encodeURIComponent(DATABASE)}/crm/inbox/api/`;
-const CSRF = document.querySelector('meta[name="csrf-token"]').content;
 const TIME_ZONE = 'Asia/Kolkata';
 const PAGE_SIZE = 50;
 const SEARCH_DELAY_MS = 300;
@@ -38,46 +37,7 @@ const STATUS_LABELS = {queued: 'Queued', sending: 'Sending', sent: 'Sent',
 
 // --- DOM helpers -------------------------------------------------------
 
-// h('div', {class: 'x', onclick: f}, 'text', child): strings become text
-// nodes, never markup.
-function h(tag, attributes, ...children) {
-    const element = document.createElement(tag);
-    for (const [name, value] of Object.entries(attributes || {})) {
-        if (value === null || value === undefined || value === false) {
-            continue;
-        }
-        if (name.startsWith('on')) {
-            element.addEventListener(name.slice(2), value);
-        } else if (name === 'class') {
-            element.className = value;
-        } else if (name === 'dataset') {
-            Object.assign(element.dataset, value);
-        } else if (value === true) {
-            element.setAttribute(name, '');
-        } else {
-            element.setAttribute(name, String(value));
-        }
-    }
-    append(element, children);
-    return element;
-}
-
-// replaceChildren, with h()'s rules for children (null: nothing).
-function replace(element, ...children) {
-    element.replaceChildren();
-    return append(element, children);
-}
-
-function append(element, children) {
-    for (const child of children.flat(Infinity)) {
-        if (child === null || child === undefined || child === false) {
-            continue;
-        }
-        element.append(child instanceof Node
-            ? child : document.createTextNode(String(child)));
-    }
-    return element;
-}
+const {h, append, replace} = window.KrayaPages;
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
 // Fixed icon paths (ours, not data), 16x16 viewBox.
@@ -247,15 +207,6 @@ function indiaLocalValue(date) {
 
 // --- API ---------------------------------------------------------------
 
-class ApiError extends Error {
-    constructor(status, data) {
-        super(data && data.message || messageFor(status, data));
-        this.status = status;
-        this.code = data && data.error;
-        this.data = data;
-    }
-}
-
 function messageFor(status, data) {
     if (status === 401) {
         return 'Your session has ended: log in again in the desk.';
@@ -275,43 +226,9 @@ function messageFor(status, data) {
     return data && data.error ? `Refused: ${data.error}` : `Error ${status}`;
 }
 
-async function api(method, path, payload, {signal} = {}) {
-    const options = {method, credentials: 'same-origin', signal,
-        headers: {Accept: 'application/json'}};
-    if (method !== 'GET') {
-        options.headers['X-CSRF-Token'] = CSRF;
-        if (payload instanceof FormData) {
-            options.body = payload;
-        } else {
-            options.headers['Content-Type'] = 'application/json';
-            options.body = JSON.stringify(payload || {});
-        }
-    }
-    let response;
-    try {
-        response = await fetch(API + path, options);
-    } catch (error) {
-        if (error.name === 'AbortError') {
-            throw error;
-        }
-        throw new ApiError(0, {message:
-            'No connection to the server: check the network and try again.'});
-    }
-    let data = null;
-    try {
-        data = await response.json();
-    } catch (error) {
-        data = null;
-    }
-    if (!response.ok) {
-        if (response.status === 401) {
-            showBanner('Your session has ended.', 'Log in again in the desk',
-                DESK_URL);
-        }
-        throw new ApiError(response.status, data);
-    }
-    return data;
-}
+const api = window.KrayaPages.apiClient(API, () => showBanner(
+    'Your session has ended.', 'Log in again in the desk', DESK_URL),
+    messageFor);
 
 function query(parameters) {
     const search = new URLSearchParams();

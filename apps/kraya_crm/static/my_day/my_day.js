@@ -12,75 +12,12 @@ const body = document.body;
 const DATABASE = body.dataset.database;
 const DESK_URL = body.dataset.deskUrl;
 const API = `/${encodeURIComponent(DATABASE)}/crm/my-day/api/`;
-const CSRF = document.querySelector('meta[name="csrf-token"]').content;
 // India has no daylight saving: +05:30 all year.
 const IST_OFFSET_MINUTES = 330;
 
-function h(tag, attributes, ...children) {
-    const element = document.createElement(tag);
-    for (const [name, value] of Object.entries(attributes || {})) {
-        if (value === null || value === undefined || value === false) {
-            continue;
-        }
-        if (name.startsWith('on')) {
-            element.addEventListener(name.slice(2), value);
-        } else if (name === 'class') {
-            element.className = value;
-        } else if (name === 'dataset') {
-            Object.assign(element.dataset, value);
-        } else if (value === true) {
-            element.setAttribute(name, '');
-        } else {
-            element.setAttribute(name, String(value));
-        }
-    }
-    for (const child of children.flat()) {
-        if (child === null || child === undefined || child === false) {
-            continue;
-        }
-        element.append(child instanceof Node ? child
-            : document.createTextNode(String(child)));
-    }
-    return element;
-}
-
-class ApiError extends Error {
-    constructor(status, data) {
-        super(data && data.message ? data.message : `Error ${status}`);
-        this.status = status;
-        this.data = data;
-    }
-}
-
-async function api(method, path, payload) {
-    const options = {method, credentials: 'same-origin',
-        headers: {Accept: 'application/json'}};
-    if (method !== 'GET') {
-        options.headers['X-CSRF-Token'] = CSRF;
-        options.headers['Content-Type'] = 'application/json';
-        options.body = JSON.stringify(payload || {});
-    }
-    let response;
-    try {
-        response = await fetch(API + path, options);
-    } catch (error) {
-        throw new ApiError(0, {message:
-            'No connection to the server: check the network and try again.'});
-    }
-    let data = null;
-    try {
-        data = await response.json();
-    } catch (error) {
-        data = null;
-    }
-    if (!response.ok) {
-        if (response.status === 401) {
-            showBanner('Your session has ended: sign in to the desk again.');
-        }
-        throw new ApiError(response.status, data);
-    }
-    return data;
-}
+const {h} = window.KrayaPages;
+const api = window.KrayaPages.apiClient(API, () => showBanner(
+    'Your session has ended: sign in to the desk again.'));
 
 // --- Feedback ----------------------------------------------------------
 
