@@ -448,7 +448,8 @@ def unsubscribe(request, pool, token):
         return page(503, *BUSY, headers={'Retry-After': '60'})
 
 
-@with_transaction(user=0)
+# A GET that writes: trytond makes GETs read-only (PostgreSQL enforces it).
+@with_transaction(user=0, readonly=False)
 def _count_click(request, pool, message_id, url):
     "The lead engaged with our email: a score event, then the way on."
     Message = pool.get('crm.message')
