@@ -108,11 +108,16 @@ def json_response(data, status=200, headers=None):
 
 def read_body(request, max_bytes):
     """The raw body, or None when it is larger than max_bytes (answer 413).
-    Reads at most max_bytes + 1 bytes whatever Content-Length claims."""
+    Reads at most max_bytes + 1 bytes whatever Content-Length claims, once:
+    a transaction retried after a conflict reads it again from here."""
+    if '_kraya_body' in request.environ:
+        body = request.environ['_kraya_body']
+        return None if body is None or len(body) > max_bytes else body
     length = request.content_length
     if length is not None and length > max_bytes:
         return None
     body = request.stream.read(max_bytes + 1)
+    request.environ['_kraya_body'] = body
     if len(body) > max_bytes:
         return None
     return body

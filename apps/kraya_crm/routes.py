@@ -40,7 +40,7 @@ from trytond.pool import Pool
 from trytond.protocols.wrappers import (
     HTTPStatus, Response, allow_null_origin, set_max_request_size, with_pool,
     with_transaction)
-from trytond.transaction import Transaction
+from trytond.transaction import Transaction, TransactionError
 from trytond.wsgi import app
 from werkzeug.utils import redirect
 
@@ -713,6 +713,8 @@ def _send(request, Inbox, conversation_id):
         upload = request.files.get('file')
         if upload is None or not upload.filename:
             raise InboxRefusal('bad_file', "Choose a file to send.")
+        # From the start: a retried transaction reads the file again.
+        upload.stream.seek(0)
         data = upload.read()
         return Inbox.send(conversation, dict(request.form.items(),
                 channel='whatsapp'),
@@ -811,6 +813,10 @@ def _inbox_call(request, pool, handler, *args, status=200,
         transaction.rollback()
         return json_response({'error': getattr(exception, 'code', 'refused'),
                 'message': exception.message}, status=400)
+    except (backend.DatabaseOperationalError, TransactionError):
+        # A concurrent write (the worker recording a status on the same
+        # conversation): with_transaction runs the request again.
+        raise
     except Exception:
         # Answered here: trytond would take the page's JSON body for a
         # broken RPC call and answer a puzzling 400.
