@@ -18,6 +18,7 @@ import unicodedata
 from dataclasses import dataclass
 from decimal import Decimal
 
+
 # GSTIN's first two digits: the GST state code of each ISO subdivision.
 # Andhra Pradesh has its old and new code; the merged Dadra and Nagar
 # Haveli and Daman and Diu keeps both of theirs.
@@ -133,9 +134,10 @@ def set_up(business):
                     postal_code=business.postal_code, country=country,
                     subdivision=subdivision(business.state))])
         if business.gstin:
-            # Tryton names GSTIN the Indian VAT number ('in_vat').
             party.identifiers = [
-                Identifier(type='in_vat', code=business.gstin)]
+                Identifier(type='in_gstin', code=business.gstin)]
+        party.gst_registration = (
+            'regular' if business.gstin else 'unregistered')
         party.save()
         company = Company(party=party, currency=currency, timezone=TIMEZONE)
         company.save()
@@ -154,9 +156,13 @@ def set_up(business):
         values['email'] = business.admin_email
     if values:
         User.write([admin], values)
-    WizardItem.write([WizardItem(ModelData.get_id(
-                    'company', 'config_wizard_item_company'))],
+    # Done as its wizards would: the desk need not open them at login.
+    WizardItem.write([WizardItem(ModelData.get_id(module, item))
+            for module, item in [
+                ('company', 'config_wizard_item_company'),
+                ('account', 'config_wizard_item_chart_account')]],
         {'state': 'done'})
+    Company.set_up_indian_accounting([company])
     return company
 
 
@@ -179,13 +185,17 @@ def setup_india():
     Subdivision = pool.get('country.subdivision')
     country = found_or_made(Country, code='IN', name="India", code3='IND',
         code_numeric='356')
-    existing = {s.code for s in Subdivision.search(
+    existing = {s.code: s for s in Subdivision.search(
             [('country', '=', country.id)])}
-    Subdivision.save([Subdivision(
-                country=country, code=s.code, name=plain(s.name),
-                type=s.type.lower())
-            for s in pycountry.subdivisions.get(country_code='IN')
-            if s.code not in existing])
+    states = []
+    for state in pycountry.subdivisions.get(country_code='IN'):
+        record = existing.get(state.code) or Subdivision(country=country,
+            code=state.code, name=plain(state.name), type=state.type.lower())
+        # The state's GSTIN prefix, the one in use first (GST_STATE_CODES).
+        record.gst_state_codes = ' '.join(
+            sorted(GST_STATE_CODES.get(state.code, ()), reverse=True)) or None
+        states.append(record)
+    Subdivision.save(states)
     return country
 
 
