@@ -85,6 +85,10 @@ class Invoice(metaclass=PoolMeta):
     @classmethod
     def __setup__(cls):
         super().__setup__()
+        # The IRP answers after posting: its answer is stored on a posted
+        # invoice (and then never changes, see write).
+        cls._check_modify_exclude |= {'einvoice_irn', 'einvoice_ack_number',
+            'einvoice_ack_date', 'einvoice_signed_qr'}
         cls._buttons.update({
                 'einvoice': {
                     'invisible': (~Eval('einvoice_applies', False)

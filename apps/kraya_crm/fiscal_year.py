@@ -45,7 +45,6 @@ class FiscalYear(metaclass=PoolMeta):
     def indian_year(cls, company, date):
         "The fiscal year of `date`, made with its periods and series if new."
         pool = Pool()
-        Sequence = pool.get('ir.sequence')
         SequenceStrict = pool.get('ir.sequence.strict')
         SequenceType = pool.get('ir.sequence.type')
         InvoiceSequence = pool.get('account.fiscalyear.invoice_sequence')
@@ -61,10 +60,10 @@ class FiscalYear(metaclass=PoolMeta):
         label = year_label(start)
         short = f'{start.year % 100:02d}-{(start.year + 1) % 100:02d}'
         with Transaction().set_context(company=company.id):
-            move_sequence = Sequence(name=f"Account moves {label}",
+            move_sequence = SequenceStrict(name=f"Account moves {label}",
                 company=company,
-                sequence_type=ModelData.get_id(
-                    'account', 'sequence_type_account_move'))
+                sequence_type=SequenceType(ModelData.get_id(
+                        'account', 'sequence_type_account_move')))
             move_sequence.save()
             invoice_type = SequenceType(ModelData.get_id(
                     'account_invoice', 'sequence_type_account_invoice'))

@@ -21,7 +21,7 @@ from trytond.pyson import Eval
 
 from .exceptions import GstinError, HsnSacError
 
-GSTIN = 'in_gstin'  # Tryton's identifier type of a GSTIN
+GSTIN = 'in_vat'  # Tryton's type of a GSTIN: India's VAT number
 REGISTRATIONS = [
     ('regular', "Registered (has a GSTIN)"),
     ('unregistered', "Unregistered (consumer, B2C)"),

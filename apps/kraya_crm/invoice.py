@@ -14,6 +14,7 @@ from trytond.model import Index, ModelView, fields
 from trytond.modules.currency.fields import Monetary
 from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Bool, Eval, If
+from trytond.rpc import RPC
 from trytond.transaction import without_check_access
 
 from .contact import format_inr
@@ -62,6 +63,9 @@ class Deal(metaclass=PoolMeta):
         super().__setup__()
         t = cls.__table__()
         cls._sql_indexes.add(Index(t, (t.sale, Index.Range())))
+        # The board reads its cards' badges (the base may register it too).
+        cls.__rpc__.setdefault('board_card_badges',
+            RPC(instantiate=0, readonly=True))
         cls._buttons.update({
                 'create_quotation': {
                     'invisible': Bool(Eval('sale')),
@@ -73,6 +77,15 @@ class Deal(metaclass=PoolMeta):
                     'depends': ['sale'],
                     },
                 })
+
+    @classmethod
+    def view_attributes(cls):
+        return super().view_attributes() + [
+            ('//label[@id="won_hint"]', 'states', {
+                    'invisible': (Eval('stage_kind') != 'won')
+                    | Bool(Eval('sale')),
+                    }),
+            ]
 
     @classmethod
     def copy(cls, deals, default=None):
@@ -154,7 +167,9 @@ class Deal(metaclass=PoolMeta):
         if sale.state in {'draft', 'quotation'}:
             values['invoice_state'] = 'quotation'
             return values
-        invoices = [i for i in sale.invoices if i.state != 'cancelled']
+        # A posted invoice cancelled by its credit note keeps its move.
+        invoices = [i for i in sale.invoices
+            if i.state != 'cancelled' or i.move]
         lines = [l.id for i in invoices for l in i.lines]
         credit_notes = sorted({l.invoice for l in InvoiceLine.search([
                         ('origin', 'in', [
@@ -166,15 +181,14 @@ class Deal(metaclass=PoolMeta):
             values['invoice_state'] = 'to_invoice'
             return values
         posted = [i for i in invoices if i.state in {'posted', 'paid'}]
-        invoiced = sum((i.total_amount for i in invoices), zero)
-        credited = -sum((c.total_amount for c in credit_notes), zero)
-        values['amount_invoiced'] = invoiced - credited
+        values['amount_invoiced'] = sum(
+            (i.total_amount for i in invoices + credit_notes), zero)
         values['amount_due'] = sum(
             (i.amount_to_pay for i in posted + credit_notes
                 if i.state == 'posted'), zero)
-        if credit_notes and credited >= invoiced:
+        if credit_notes and values['amount_invoiced'] <= 0:
             state = 'credited'
-        elif len(posted) < len(invoices):
+        elif any(i.state in {'draft', 'validated'} for i in invoices):
             state = 'draft'
         elif all(i.state == 'paid' for i in posted):
             state = 'paid'

@@ -144,7 +144,7 @@ def gst_rate_of(line):
     rate = sum((c.rate or Decimal(0) for t in line.taxes
             for c in (t.childs or [t]) if c.type == 'percentage'),
         Decimal(0))
-    return f'{rate * 100:g}%' if line.taxes else '-'
+    return f'{(rate * 100).normalize():f}%' if line.taxes else '-'
 
 
 def gst_invoice(invoice):

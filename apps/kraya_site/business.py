@@ -135,7 +135,7 @@ def set_up(business):
                     subdivision=subdivision(business.state))])
         if business.gstin:
             party.identifiers = [
-                Identifier(type='in_gstin', code=business.gstin)]
+                Identifier(type='in_vat', code=business.gstin)]
         party.gst_registration = (
             'regular' if business.gstin else 'unregistered')
         party.save()

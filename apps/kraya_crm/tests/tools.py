@@ -13,6 +13,8 @@ from lxml import etree
 from proteus import Model, Report
 from trytond.modules.company.tests.tools import create_company, get_company
 
+# Where the printed invoices are kept as pictures, to be looked at.
+SCREENSHOTS = Path(__file__).parents[3] / 'tests' / 'screenshots'
 # The states the scenarios use, with their GSTIN prefix.
 STATES = [('IN-MH', "Maharashtra", '27'), ('IN-KA', "Karnataka", '29'),
     ('IN-GJ', "Gujarat", '24')]
@@ -41,7 +43,7 @@ def create_indian_company(config=None):
     address.postal_code = '400076'
     address.country = india
     address.subdivision, = Subdivision.find([('code', '=', 'IN-MH')])
-    party.identifiers.new(type='in_gstin', code=COMPANY_GSTIN)
+    party.identifiers.new(type='in_vat', code=COMPANY_GSTIN)
     party.save()
     create_company(party, rupee, config=config)
     company = get_company(config=config)
@@ -59,7 +61,19 @@ def rendered_text(invoice):
     collapsed, as a reader would search it."""
     extension, content, _, _ = Report('account.invoice.gst').execute(
         [invoice])
+    if extension == 'pdf':
+        keep_picture(content, f"gst-{invoice.number.replace('/', '-')}")
     return document_text(extension, content)
+
+
+def keep_picture(pdf, name):
+    "tests/screenshots/NAME.png: the first page, as pdftoppm renders it."
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder, 'invoice.pdf')
+        path.write_bytes(pdf)
+        subprocess.run(['pdftoppm', '-png', '-r', '80', '-singlefile',
+                str(path), str(SCREENSHOTS / name)], check=True)
 
 
 def document_text(extension, content):
