@@ -183,14 +183,6 @@ class PartyIdentifier(metaclass=PoolMeta):
             return super().check_code()
         self.check_gstin()
 
-    @fields.depends('type', 'code', 'party')
-    def on_change_with_code(self):
-        code = super().on_change_with_code()
-        if self.type == GSTIN and code:
-            from stdnum.in_ import gstin
-            code = gstin.compact(code)
-        return code
-
     def check_gstin(self):
         """A GSTIN is 15 characters whose last is a check character: say
         which rule it breaks, then whether its state is the party's."""

@@ -245,14 +245,26 @@ def main(argv=None):
         return 1
     os.environ['TRYTOND_CONFIG'] = args.config
     from trytond.pool import Pool
-    from trytond.transaction import Transaction
     Pool(args.database).init()
-    with Transaction().start(args.database, 0) as transaction:
-        company = set_up(business)
-        print(f'Company "{company.rec_name}" is set up.')
-        transaction.commit()
+    name = in_transaction(args.database, lambda: set_up(business).rec_name)
+    print(f'Company "{name}" is set up.')
     return 0
 
+
+def in_transaction(database, work):
+    """work() in one committed transaction as the root user, started
+    again with the tables it must lock when it asks for one (Tryton locks
+    a table only from the start of a transaction); returns its result."""
+    from trytond.transaction import Transaction, TransactionError
+    extras = {}
+    while True:
+        try:
+            with Transaction().start(database, 0, **extras) as transaction:
+                result = work()
+                transaction.commit()
+                return result
+        except TransactionError as error:
+            error.fix(extras)
 
 if __name__ == '__main__':
     sys.exit(main())
