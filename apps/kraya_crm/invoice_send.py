@@ -15,7 +15,10 @@ from .exceptions import InvoiceSendError
 from .http import setting
 from .invoice_report import inr
 
-TEMPLATE = 'invoice_issued'  # {{1}} name, {{2}} number, {{3}} total
+TEMPLATE = 'invoice_issued'
+# The utility template to have approved by Meta, with a document header.
+TEMPLATE_BODY = ("Namaste {{1}}, your invoice {{2}} for {{3}} is attached. "
+    "Thank you for your business.")
 
 
 class Invoice(metaclass=PoolMeta):

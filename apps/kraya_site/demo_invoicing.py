@@ -44,6 +44,22 @@ def load_invoicing(company, users):
     brokerage = set_product_taxes()
     deals = won_deals(company, users, brokerage)
     invoice(deals)
+    load_invoice_template()
+
+
+def load_invoice_template():
+    """The approved utility template invoices go as outside WhatsApp's
+    24-hour window, its document header carrying the PDF."""
+    from kraya_crm.invoice_send import TEMPLATE, TEMPLATE_BODY
+    Template = Pool().get('crm.whatsapp.template')
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    Template.create([dict(Template._catalogue_values({
+                        'name': TEMPLATE, 'language': 'en',
+                        'category': 'UTILITY', 'status': 'APPROVED',
+                        'components': [
+                            {'type': 'HEADER', 'format': 'DOCUMENT'},
+                            {'type': 'BODY', 'text': TEMPLATE_BODY}],
+                        }), synced_at=now)])
 
 
 def set_product_taxes():
