@@ -118,10 +118,11 @@ def won_deals(company, users, brokerage):
         else:
             product, = Product.search([('rec_name', '=', product)], limit=1)
             quantity = 1
+        price = product.template.list_price
         deal.title = f"{name}: {product.rec_name}"
         deal.lines = [Line(product=product, description=product.rec_name,
-                quantity=quantity, unit_price=product.list_price)]
-        deal.value = product.list_price * quantity
+                quantity=quantity, unit_price=price)]
+        deal.value = price * quantity
         Party.save([party])
     Deal.save(deals)
     sales = Deal.make_quotations(deals)
