@@ -1,11 +1,13 @@
 import datetime as dt
+import unittest
 from decimal import Decimal
 
 from trytond.model.exceptions import ValidationError
 from trytond.modules.company.tests import (
     CompanyTestMixin, create_company, set_company)
 from trytond.pool import Pool
-from trytond.tests.test_tryton import ModuleTestCase, with_transaction
+from trytond.tests.test_tryton import (
+    ModuleTestCase, activate_module, with_transaction)
 
 
 class KrayaCrmTestCase(CompanyTestMixin, ModuleTestCase):
@@ -207,9 +209,12 @@ SAO_LIST_WIDGETS = {
 del ModuleTestCase
 
 
-class GstTestCase(ModuleTestCase):
+class GstTestCase(unittest.TestCase):
     "The GST rates' dates and the fiscal year's invoice series."
-    module = 'kraya_crm'
+
+    @classmethod
+    def setUpClass(cls):
+        activate_module('kraya_crm')
 
     @with_transaction()
     def test_retired_12_percent_computes_only_before_22_september_2025(self):
