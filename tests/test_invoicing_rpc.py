@@ -4,33 +4,13 @@ reads invoices, it does not post them); the accountant posts,
 prints and sends the invoice, reads deals and cannot edit leads; the
 demo's four invoiced deals show their payment state."""
 import base64
-import contextlib
-
-import pytest
 
 from kraya_crm.invoice_send import TEMPLATE, TEMPLATE_BODY
 from kraya_crm.tests.tools import document_text, keep_picture
 
 from .conftest import eventually
-from .rpc import RpcError
-
-
-@pytest.fixture(scope='module')
-def rep(crm_site):
-    return crm_site.login('rep')
-
-
-@pytest.fixture(scope='module')
-def accountant(crm_site):
-    return crm_site.login('accountant')
-
-
-@contextlib.contextmanager
-def refused():
-    "The server must refuse the call for lack of rights, not fail otherwise."
-    with pytest.raises(RpcError) as error:
-        yield
-    assert 'not allowed' in error.value.message, error.value
+# The roles' sessions and the check of a refusal, as the rules test has them.
+from .test_record_rules_rpc import accountant, refused, rep  # noqa: F401
 
 
 def demo_deal(session, customer):
