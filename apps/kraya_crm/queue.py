@@ -47,7 +47,7 @@ class Queue(metaclass=PoolMeta):
 
     def run(self):
         # The lock tells the cron this task's worker is alive.
-        self.lock([self])
+        self.__class__.lock([self])
         super().run()
 
     @classmethod
