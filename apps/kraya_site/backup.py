@@ -85,13 +85,13 @@ def restore(archive_path, name=None, db_uri=None, listen=None, root=None):
     archive_path = Path(archive_path)
     if not archive_path.is_file():
         raise SiteError(f'no backup file {archive_path}')
-    with tempfile.TemporaryDirectory() as tmp, \
-            tarfile.open(archive_path, 'r:gz') as archive:
+    with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        archive.extractall(tmp, filter='data')
         try:
+            with tarfile.open(archive_path, 'r:gz') as archive:
+                archive.extractall(tmp, filter='data')
             manifest = json.loads((tmp / 'manifest.json').read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, tarfile.TarError):
             raise SiteError(f'{archive_path} is not a Kraya CRM backup')
         if manifest.get('format') != FORMAT:
             raise SiteError(f'{archive_path}: unknown backup format '

@@ -462,6 +462,13 @@ def parser():
         help="who imports: the new leads' owner and team (default admin)")
     import_.set_defaults(func=cmd_import)
 
+    from .bench_cli import cmd_chaos
+    chaos = commands.add_parser('chaos', help=cmd_chaos.__doc__)
+    chaos.add_argument('chaos_args', nargs=argparse.REMAINDER,
+        help="--seconds 180, --kill-every 5, --no-postgres-restart, "
+        "--no-results")
+    chaos.set_defaults(func=cmd_chaos)
+
     from .bench_cli import cmd_bench
     bench = commands.add_parser('bench', help=cmd_bench.__doc__)
     bench.add_argument('name', nargs='?', help="e.g. import")
@@ -482,9 +489,12 @@ def main(argv=None):
     # pytest's own options (./crm test -q -k rules) pass through untouched.
     args, extra = parser().parse_known_args(argv)
     if extra:
-        if args.command != 'test':
+        if args.command not in {'test', 'chaos'}:
             parser().error('unrecognized arguments: ' + ' '.join(extra))
-        args.pytest_args = extra + list(args.pytest_args)
+        if args.command == 'test':
+            args.pytest_args = extra + list(args.pytest_args)
+        else:
+            args.chaos_args = extra + list(args.chaos_args)
     if not args.command:
         parser().print_help()
         return 2
