@@ -234,7 +234,7 @@ class Chaos:
                 done.add(sent['wamid'])
                 for state in ['read', 'sent', 'delivered']:
                     body = status(sent['wamid'], state, recipient=sent['to'])
-                    if _post_status(lambda: webhook.post(body)) < 300:
+                    if 200 <= _post_status(lambda: webhook.post(body)) < 300:
                         self.ledger.statuses[sent['wamid']] = 'read'
 
     def web_forms(self):
@@ -344,7 +344,7 @@ class Chaos:
                 self.ledger.deliveries.items()):
             if not accepted:
                 body = inbound(wa_id, name="Chaos Lead", message_id=message_id)
-                if eventually(lambda: _post_status(
+                if eventually(lambda: 200 <= _post_status(
                             lambda: webhook.post(body)) < 300, timeout=60):
                     self.ledger.deliveries[message_id] = (wa_id, True)
 
@@ -361,7 +361,7 @@ class Chaos:
                 timezone('UTC', now()) - interval '5 seconds'),
             (SELECT count(*) FROM ir_queue WHERE finished_at IS NULL
                 AND COALESCE(requeued, 0) < 5 AND (scheduled_at IS NULL
-                OR scheduled_at < timezone('UTC', now()))))''')[0]
+                OR scheduled_at < timezone('UTC', now())))''')[0]
         return not any(pending), pending
 
     def account(self):

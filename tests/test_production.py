@@ -25,6 +25,7 @@ pytestmark = pytest.mark.skipif(not TEST_DATABASE, reason="the production "
     "worker, which keep their counts in memory")
 
 SENDS = 2000
+FORMS_A_MINUTE = 6  # web_form_rate_limit: per client, every process together
 THROUGHPUT = 50  # the number's messages a second, low for a short test
 
 
@@ -86,6 +87,7 @@ def production(tmp_path_factory):
     configure(site, {
             ('kraya_crm', 'whatsapp_api_url'): whatsapp.url,
             ('kraya_crm', 'whatsapp_throughput'): THROUGHPUT,
+            ('kraya_crm', 'web_form_rate_limit'): FORMS_A_MINUTE,
             ('email', 'uri'): f'smtp://127.0.0.1:{free_port()}',
             })
     shape = supervise.process_settings(site, web_workers=1)
@@ -273,3 +275,90 @@ def test_sends_split_across_two_workers_go_once_each_within_the_rate(
         <= THROUGHPUT * 1.1 + 1
     seconds = max(s['at'] for s in sends) - min(s['at'] for s in sends)
     assert seconds >= (SENDS - THROUGHPUT / 10) / THROUGHPUT * 0.98
+
+
+def test_rate_limit_counts_the_requests_of_every_web_process_together(
+        production):
+    manager = production.login('manager')
+    website, = manager.search('crm.source', [('code', '=', 'website')])
+    manager.model('crm.source', 'write', [website], {'web_form': True})
+    key = manager.model('crm.source', 'read', [website],
+        ['capture_key'])[0]['capture_key']
+
+    def post(url):
+        import json
+        import urllib.error
+        import urllib.request
+        request = urllib.request.Request(
+            f'{url}/{production.database}/crm/capture/{key}',
+            data=json.dumps({'name': "Ritu Shah",
+                    'mobile': '+' + new_wa_id()}).encode(),
+            headers={'Content-Type': 'application/json'})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+    # Alternately through each web process: one count for the client.
+    answers = [post(production.urls[i % 2])
+        for i in range(FORMS_A_MINUTE + 2)]
+    assert answers == [200] * FORMS_A_MINUTE + [429, 429]
+
+
+REQUEUE = '''
+Queue = pool.get('ir.queue')
+Lead = pool.get('crm.lead')
+lead, = Lead.create([{{'name': "Harsh Vora", 'phone': '+{number}'}}])
+with transaction.set_context(queue_name='crm_assignment'):
+    Lead.__queue__.assign_captured([lead])
+task, = Queue.search([('name', '=', 'crm_assignment')],
+    order=[('id', 'DESC')], limit=1)
+transaction.commit()
+print(lead.id, task.id)
+'''
+
+
+def run_cron(production, method):
+    admin = production.login('admin')
+    cron_ids = admin.search('ir.cron', [('method', '=', method)])
+    admin.model('ir.cron', 'write', cron_ids, {'next_call': None})
+    subprocess.run([sites.bin_path('trytond-cron'), '--once', '-c',
+            str(production.site.config_file), '-d', production.database],
+        env=production.site.environ(), check=True, timeout=300)
+
+
+def test_task_of_a_worker_that_died_is_queued_again_and_a_running_one_is_not(
+        production, tmp_path):
+    import psycopg
+    lead_id, task_id = map(int, production.console(REQUEUE.format(
+                number=new_wa_id())).split()[-2:])
+    # A worker took it two minutes ago (as ir.queue.pull marks it) and
+    # died before finishing it.
+    production.sql("UPDATE ir_queue SET dequeued_at = timezone('UTC', now())"
+        " - interval '2 minutes' WHERE id = %s", (task_id,))
+    uri = f"{production.site.database_uri.rstrip('/')}/{production.database}"
+    with psycopg.connect(uri) as running:
+        # As a live worker's task does: its row locked by its transaction.
+        running.execute('SELECT 1 FROM ir_queue WHERE id = %s FOR UPDATE',
+            (task_id,))
+        run_cron(production, 'ir.queue|requeue_abandoned')
+        assert production.sql('SELECT dequeued_at IS NOT NULL, requeued '
+            'FROM ir_queue WHERE id = %s', (task_id,)) == [(True, 0)]
+        running.rollback()
+    run_cron(production, 'ir.queue|requeue_abandoned')
+    assert production.sql('SELECT dequeued_at IS NULL, requeued FROM '
+        'ir_queue WHERE id = %s', (task_id,)) == [(True, 1)]
+    worker, = supervise.site_commands(production.site, ['worker'],
+        supervise.process_settings(production.site, queue_workers=1))
+    with open(tmp_path / 'worker.log', 'w') as log:
+        process = start(worker.argv, production.site, log)
+        try:
+            assert eventually(lambda: production.sql('SELECT finished_at '
+                    'IS NOT NULL FROM ir_queue WHERE id = %s', (task_id,)
+                    )[0][0], timeout=60), (tmp_path / 'worker.log'
+                ).read_text()[-3000:]
+        finally:
+            stop([process])
+    owner, = production.sql('SELECT owner FROM crm_lead WHERE id = %s',
+        (lead_id,))[0]
+    assert owner, "the lead was never assigned"
