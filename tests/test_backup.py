@@ -9,8 +9,6 @@ import sys
 import threading
 import time
 
-import pytest
-
 from kraya_site import sites
 
 from .conftest import RunningSite, eventually, free_port, serving
