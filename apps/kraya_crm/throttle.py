@@ -13,7 +13,7 @@ web process and one worker, which keep their counts in memory
 import datetime as dt
 
 from trytond import backend
-from trytond.model import Index, ModelSQL, Unique, fields
+from trytond.model import Index, ModelSQL, ModelView, Unique, fields
 from trytond.pool import PoolMeta
 from trytond.transaction import Transaction
 
@@ -99,7 +99,7 @@ def take_send_slot(database_name, sender, rate, burst):
     return float(wait)
 
 
-class RateLimit(ModelSQL):
+class RateLimit(ModelSQL, ModelView):
     "The requests one client made under one limit, this window and the last."
     __name__ = 'crm.rate_limit'
     __string__ = "Rate Limit"
@@ -131,7 +131,7 @@ class RateLimit(ModelSQL):
                 where=table.counted_at < utcnow() - IDLE))
 
 
-class SendPace(ModelSQL):
+class SendPace(ModelSQL, ModelView):
     "When a WhatsApp number may send next, shared by every worker."
     __name__ = 'crm.send_pace'
     __string__ = "Send Pace"
