@@ -310,8 +310,10 @@ class Chaos:
                 continue
             kind = random.choice(KILLABLE)
             pid = self.pid(kind)
-            if kind == 'web' and random.random() < 0.5:
-                # One of gunicorn's workers: its master starts another.
+            if kind == 'web' and random.random() < 0.75:
+                # Mostly one of gunicorn's workers (its master forks
+                # another at once); the master itself takes the whole
+                # web down until supervisord has it load the pool again.
                 children = _children(pid)
                 if children:
                     kind, pid = 'web worker', random.choice(children)

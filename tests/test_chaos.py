@@ -34,7 +34,7 @@ def test_killed_processes_and_a_database_restart_lose_and_double_nothing(
     # The faults did happen, and the traffic went on around them.
     assert sum(figures['kills'].values()) >= 8, figures['kills']
     assert figures['postgresql restarts'] == 1
-    assert figures['deliveries answered 2xx'] > 100
-    assert figures['web forms accepted'] > 20
+    assert figures['deliveries answered 2xx'] > 50
+    assert figures['web forms accepted'] > 5
     assert figures['imports done'] >= 2
     assert figures['messages sent'] > 0
