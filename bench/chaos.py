@@ -411,6 +411,9 @@ class Chaos:
             "scheduled_at < timezone('UTC', now()) - interval '1 minute')"
             )[0][0]
         requeued = sql('SELECT COALESCE(sum(requeued), 0) FROM ir_queue')[0][0]
+        left = sql("SELECT name, dequeued_at IS NOT NULL, "
+            "COALESCE(requeued, 0), count(*) FROM ir_queue WHERE finished_at "
+            "IS NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")
         restarts = self.started_restarts()
         return {
             'seconds': self.seconds,
@@ -445,10 +448,31 @@ class Chaos:
             'follow-ups stuck past due': stuck_enrollments,
             'tasks lost in the queue': lost_tasks,
             'tasks put back after a dead worker': requeued,
+            'tasks unfinished (name, taken, put back, count)': left,
+            'tasks that failed (worker logs)': self.failed_tasks(),
             'kills': dict(self.ledger.kills),
             'process restarts by supervisord': restarts,
             'postgresql restarts': self.ledger.postgres_restarts,
             }
+
+    def failed_tasks(self):
+        "{task name: times} trytond-worker logged a task as failed."
+        import re
+        failed = {}
+        for log in (self.site.path / 'logs').glob('worker-*.log*'):
+            for line in log.read_text(errors='replace').splitlines():
+                match = re.search(r'<Task (\d+)@\S+> failed', line)
+                if match:
+                    failed[match[1]] = failed.get(match[1], 0) + 1
+        if not failed:
+            return {}
+        names = dict(self.running.sql('SELECT id::text, name FROM ir_queue '
+                'WHERE id = ANY(%s::int[])', (list(failed),)))
+        by_name = {}
+        for task_id, times in failed.items():
+            name = names.get(task_id, 'gone')
+            by_name[name] = by_name.get(name, 0) + times
+        return by_name
 
     def started_restarts(self):
         return self._tail_all().count('exited unexpectedly: restarting it')
