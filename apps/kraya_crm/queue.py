@@ -12,7 +12,9 @@ usual way for record locks). Every minute the cron takes the rows that are
 taken, unfinished and not locked by anyone, i.e. whose worker is gone, and
 puts them back in the queue (SKIP LOCKED: a running task is never touched).
 A task that fails each time it runs is put back at most MAX_REQUEUES times,
-then left as trytond leaves a failed task. Our tasks may run twice: each
+then left as trytond leaves a failed task. A task the database failed is
+pushed again by trytond itself as a new task: the original is marked
+finished, not put back as well. Our tasks may run twice: each
 claims its rows itself (the outbox, the WhatsApp inbox, assignment of the
 leads still without an owner, media not fetched yet).
 
@@ -66,13 +68,21 @@ class Queue(metaclass=PoolMeta):
             order_by=[table.id.asc], limit=1000)
         query.for_ = database.get_select_for_skip_locked()('UPDATE')
         cursor.execute(*query)
-        requeue = []
-        for task_id, name, requeued in cursor.fetchall():
-            if (requeued or 0) >= MAX_REQUEUES:
-                continue
-            logger.warning("task %s (%s) was left by a worker that died: "
-                "queued again", task_id, name)
-            requeue.append(task_id)
+        left = cursor.fetchall()
+        superseded = cls._superseded([task_id for task_id, _, _ in left])
+        requeue, handed_over = [], []
+        for task_id, name, requeued in left:
+            if task_id in superseded:
+                handed_over.append(task_id)
+            elif (requeued or 0) < MAX_REQUEUES:
+                logger.warning("task %s (%s) was left by a worker that "
+                    "died: queued again", task_id, name)
+                requeue.append(task_id)
+        if handed_over:
+            # trytond queued them again itself, after the database failed
+            # them: the copy runs, the original is done with.
+            cursor.execute(*table.update([table.finished_at],
+                    [CurrentTimestamp()], where=table.id.in_(handed_over)))
         if requeue:
             cursor.execute(*table.update(
                     [table.dequeued_at, table.requeued],
@@ -80,6 +90,20 @@ class Queue(metaclass=PoolMeta):
                     where=table.id.in_(requeue)))
             database.notify(transaction.connection, cls.__name__, '')
         return requeue
+
+    @classmethod
+    def _superseded(cls, ids):
+        """The tasks among ids that trytond's worker pushed again as a new
+        task (the same method and data) after the database failed them."""
+        if not ids:
+            return set()
+        table = cls.__table__()
+        later = cls.__table__()
+        cursor = Transaction().connection.cursor()
+        cursor.execute(*table.join(later, condition=(later.id > table.id)
+                & (later.name == table.name) & (later.data == table.data)
+                ).select(table.id, where=table.id.in_(ids), group_by=[table.id]))
+        return {task_id for task_id, in cursor}
 
     @classmethod
     def requeue_all_taken(cls):
