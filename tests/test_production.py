@@ -311,7 +311,9 @@ def test_rate_limit_counts_the_requests_of_every_web_process_together(
 REQUEUE = '''
 Queue = pool.get('ir.queue')
 Lead = pool.get('crm.lead')
-lead, = Lead.create([{{'name': "Harsh Vora", 'phone': '+{number}'}}])
+company, = pool.get('company.company').search([], limit=1)
+lead, = Lead.create([{{'name': "Harsh Vora", 'phone': '+{number}',
+            'company': company.id}}])
 with transaction.set_context(queue_name='crm_assignment'):
     Lead.__queue__.assign_captured([lead])
 task, = Queue.search([('name', '=', 'crm_assignment')],
