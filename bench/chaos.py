@@ -37,6 +37,7 @@ It prints the figures and appends them to bench/RESULTS.md."""
 import argparse
 import contextlib
 import csv
+import http.client
 import itertools
 import json
 import os
@@ -297,7 +298,7 @@ class Chaos:
                                 'lead': random.choice(leads)['id'],
                                 'kind': 'call'}])
                     self.ledger.tasks.append(name)
-            except (RpcError, OSError):
+            except (RpcError, OSError, http.client.HTTPException):
                 self.ledger.rpc_errors += 1
                 session = None
 
@@ -536,7 +537,7 @@ def _time(hour, minute):
 def _try(call):
     try:
         return call()
-    except (RpcError, OSError):
+    except (RpcError, OSError, http.client.HTTPException):
         return None
 
 
@@ -549,10 +550,10 @@ def _open(request):
 
 
 def _post_status(post):
-    "The HTTP status of a post, 0 when nothing answered."
+    "The HTTP status of a post, 0 when nothing (or half an answer) came."
     try:
         return post()[0]
-    except OSError:
+    except (OSError, http.client.HTTPException):
         return 0
 
 
@@ -561,7 +562,7 @@ def _sim_get(sim_url, name):
         with urllib.request.urlopen(f'{sim_url}/_sim/{name}',
                 timeout=30) as response:
             return json.loads(response.read())
-    except OSError:
+    except (OSError, http.client.HTTPException):
         return None
 
 
