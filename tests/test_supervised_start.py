@@ -22,7 +22,7 @@ from .test_whatsapp_webhook import new_wa_id
 from .whatsapp_payloads import WebhookClient, inbound
 
 # Long enough for trytond to load the database's pool on a busy machine.
-BACK_WITHIN = 20
+BACK_WITHIN = 60
 # On PostgreSQL ./crm start runs the production shape: two queue workers.
 WORKER = 'worker-1' if TEST_DATABASE else 'worker'
 
