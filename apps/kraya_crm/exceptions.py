@@ -73,3 +73,35 @@ class TaskOutcomeError(ValidationError):
 
 class ScoringRuleError(ValidationError):
     pass
+
+
+class GstinError(ValidationError):
+    "A GSTIN that is malformed, fails its check character or its state."
+
+
+class HsnSacError(ValidationError):
+    pass
+
+
+class InvoiceNumberError(ValidationError):
+    "An invoice number Rule 46 does not allow, or taken in its year."
+
+
+class QuotationError(UserError):
+    "A deal that cannot become a quotation (no customer, no lines)."
+
+
+class DealInvoicedError(UserError):
+    "A deal whose posted invoice stands in the way (lost, deleted)."
+
+
+class EInvoiceError(UserError):
+    "An invoice that cannot be exported as INV-01, or an IRN refused."
+
+
+class UpiError(ValidationError):
+    "A UPI address (VPA) that is not one."
+
+
+class InvoiceSendError(UserError):
+    "An invoice that cannot be sent on WhatsApp."

@@ -18,6 +18,7 @@ import unicodedata
 from dataclasses import dataclass
 from decimal import Decimal
 
+
 # GSTIN's first two digits: the GST state code of each ISO subdivision.
 # Andhra Pradesh has its old and new code; the merged Dadra and Nagar
 # Haveli and Daman and Diu keeps both of theirs.
@@ -133,9 +134,10 @@ def set_up(business):
                     postal_code=business.postal_code, country=country,
                     subdivision=subdivision(business.state))])
         if business.gstin:
-            # Tryton names GSTIN the Indian VAT number ('in_vat').
             party.identifiers = [
                 Identifier(type='in_vat', code=business.gstin)]
+        party.gst_registration = (
+            'regular' if business.gstin else 'unregistered')
         party.save()
         company = Company(party=party, currency=currency, timezone=TIMEZONE)
         company.save()
@@ -154,9 +156,13 @@ def set_up(business):
         values['email'] = business.admin_email
     if values:
         User.write([admin], values)
-    WizardItem.write([WizardItem(ModelData.get_id(
-                    'company', 'config_wizard_item_company'))],
+    # Done as its wizards would: the desk need not open them at login.
+    WizardItem.write([WizardItem(ModelData.get_id(module, item))
+            for module, item in [
+                ('company', 'config_wizard_item_company'),
+                ('account', 'config_wizard_item_chart_account')]],
         {'state': 'done'})
+    Company.set_up_indian_accounting([company])
     return company
 
 
@@ -179,13 +185,17 @@ def setup_india():
     Subdivision = pool.get('country.subdivision')
     country = found_or_made(Country, code='IN', name="India", code3='IND',
         code_numeric='356')
-    existing = {s.code for s in Subdivision.search(
+    existing = {s.code: s for s in Subdivision.search(
             [('country', '=', country.id)])}
-    Subdivision.save([Subdivision(
-                country=country, code=s.code, name=plain(s.name),
-                type=s.type.lower())
-            for s in pycountry.subdivisions.get(country_code='IN')
-            if s.code not in existing])
+    states = []
+    for state in pycountry.subdivisions.get(country_code='IN'):
+        record = existing.get(state.code) or Subdivision(country=country,
+            code=state.code, name=plain(state.name), type=state.type.lower())
+        # The state's GSTIN prefix, the one in use first (GST_STATE_CODES).
+        record.gst_state_codes = ' '.join(
+            sorted(GST_STATE_CODES.get(state.code, ()), reverse=True)) or None
+        states.append(record)
+    Subdivision.save(states)
     return country
 
 
@@ -235,14 +245,26 @@ def main(argv=None):
         return 1
     os.environ['TRYTOND_CONFIG'] = args.config
     from trytond.pool import Pool
-    from trytond.transaction import Transaction
     Pool(args.database).init()
-    with Transaction().start(args.database, 0) as transaction:
-        company = set_up(business)
-        print(f'Company "{company.rec_name}" is set up.')
-        transaction.commit()
+    name = in_transaction(args.database, lambda: set_up(business).rec_name)
+    print(f'Company "{name}" is set up.')
     return 0
 
+
+def in_transaction(database, work):
+    """work() in one committed transaction as the root user, started
+    again with the tables it must lock when it asks for one (Tryton locks
+    a table only from the start of a transaction); returns its result."""
+    from trytond.transaction import Transaction, TransactionError
+    extras = {}
+    while True:
+        try:
+            with Transaction().start(database, 0, **extras) as transaction:
+                result = work()
+                transaction.commit()
+                return result
+        except TransactionError as error:
+            error.fix(extras)
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -23,6 +23,7 @@ DEMO_LOGINS = [
 
 def cmd_start(args):
     "Set up everything on first run, then run web, cron and worker."
+    ensure_libreoffice()
     sites.ensure_sao()
     sites.install_desk_customisation()
     site = sites.site_named(args.site)
@@ -308,6 +309,7 @@ def cmd_restore(args):
 def cmd_test(args):
     "Install what the tests need and run the whole suite with pytest."
     ensure_chromium()
+    ensure_libreoffice()
     sites.ensure_sao()
     sites.install_desk_customisation()
     env = os.environ.copy()
@@ -336,16 +338,36 @@ def cmd_lock(args):
 
 def ensure_chromium():
     "Debian's chromium drives the browser tests; a test tool cannot fetch one."
-    if shutil.which('chromium') or os.path.exists('/usr/bin/chromium'):
+    ensure_debian_packages(['chromium'], '/usr/bin/chromium',
+        'the browser tests')
+
+
+def ensure_libreoffice():
+    """LibreOffice (Debian's, without its GUI) turns the GST invoice into a
+    PDF, and poppler's pdftoppm lets the tests look at it; without them
+    the invoice prints as an ODT."""
+    ensure_debian_packages(
+        ['libreoffice-writer-nogui', 'fonts-liberation', 'poppler-utils'],
+        '/usr/bin/soffice', 'PDF invoices', recommends=False)
+    ensure_debian_packages(['poppler-utils'], '/usr/bin/pdftoppm',
+        'PDF invoices')
+
+
+def ensure_debian_packages(packages, program, needed_for, recommends=True):
+    """Install Debian's `packages` with apt-get when `program` is missing
+    (LibreOffice's recommends would bring a Java runtime and more)."""
+    if shutil.which(Path(program).name) or os.path.exists(program):
         return
     if os.geteuid() != 0 and not shutil.which('sudo'):
-        raise SiteError('the browser tests need Debian\'s chromium: '
-            'apt-get install chromium')
+        raise SiteError(f'{needed_for} need Debian\'s {packages[0]}: '
+            f'apt-get install {" ".join(packages)}')
     sudo = [] if os.geteuid() == 0 else ['sudo']
-    print('Installing Debian\'s chromium for the browser tests...', flush=True)
+    print(f'Installing Debian\'s {", ".join(packages)} for {needed_for}...',
+        flush=True)
     env = dict(os.environ, DEBIAN_FRONTEND='noninteractive')
     subprocess.run([*sudo, 'apt-get', 'update', '-qq'], check=True, env=env)
-    subprocess.run([*sudo, 'apt-get', 'install', '-y', '-qq', 'chromium'],
+    subprocess.run([*sudo, 'apt-get', 'install', '-y', '-qq',
+            *([] if recommends else ['--no-install-recommends']), *packages],
         check=True, env=env, stdout=subprocess.DEVNULL)
 
 

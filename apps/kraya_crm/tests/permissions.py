@@ -101,6 +101,8 @@ IN_THE_FIELD = {'manager', 'rep', 'agent'}
 BUTTONS = {
     ('crm.dead_letter', 'ignore'): {'manager'},
     ('crm.dead_letter', 'replay'): {'manager'},
+    ('crm.deal', 'create_quotation'): SALES_TEAM,
+    ('crm.deal', 'open_quotation'): {'manager', 'rep', 'accountant'},
     ('crm.enrollment', 'pause'): SALES_TEAM,
     ('crm.enrollment', 'resume'): SALES_TEAM,
     ('crm.enrollment', 'stop'): SALES_TEAM,
@@ -137,6 +139,12 @@ HIDDEN = {
     ('crm.lead', 'campaign'): {'agent'},
     ('crm.deal', 'value'): {'agent'},
     ('crm.deal', 'value_text'): {'agent'},
+    # The deal's quotation and invoicing: money, as its value; reps see
+    # the state and amounts, not the invoices themselves (accounting's).
+    ('crm.deal', 'sale'): {'agent'},
+    ('crm.deal', 'invoices'): {'agent', 'rep'},
+    ('crm.deal', 'amount_invoiced'): {'agent'},
+    ('crm.deal', 'amount_due'): {'agent'},
     ('crm.lead.score_line', '*'): {'agent'},
     ('crm.lead.score_event', '*'): {'agent'},
     }

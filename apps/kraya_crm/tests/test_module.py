@@ -1,11 +1,13 @@
 import datetime as dt
+import unittest
 from decimal import Decimal
 
 from trytond.model.exceptions import ValidationError
 from trytond.modules.company.tests import (
     CompanyTestMixin, create_company, set_company)
 from trytond.pool import Pool
-from trytond.tests.test_tryton import ModuleTestCase, with_transaction
+from trytond.tests.test_tryton import (
+    ModuleTestCase, activate_module, with_transaction)
 
 
 class KrayaCrmTestCase(CompanyTestMixin, ModuleTestCase):
@@ -205,3 +207,47 @@ SAO_LIST_WIDGETS = {
     'sip', 'text', 'time', 'timedelta', 'url'}
 
 del ModuleTestCase
+
+
+class GstTestCase(unittest.TestCase):
+    "The GST rates' dates and the fiscal year's invoice series."
+
+    @classmethod
+    def setUpClass(cls):
+        activate_module('kraya_crm')
+
+    @with_transaction()
+    def test_retired_12_percent_computes_only_before_22_september_2025(self):
+        pool = Pool()
+        Company = pool.get('company.company')
+        Tax = pool.get('account.tax')
+        company = create_company()
+        with set_company(company):
+            Company.set_up_indian_accounting([company])
+            tax, = Tax.search([
+                    ('name', '=', "GST 12%"), ('group.kind', '=', 'sale')])
+            before = Tax.compute([tax], Decimal(1000), 1, dt.date(2025, 9, 21))
+            after = Tax.compute([tax], Decimal(1000), 1, dt.date(2025, 9, 22))
+            self.assertEqual(
+                sorted((l['tax'].name, l['amount']) for l in before),
+                [("CGST 6%", Decimal(60)), ("SGST 6%", Decimal(60))])
+            self.assertEqual(after, [])
+
+    @with_transaction()
+    def test_each_fiscal_year_has_its_own_invoice_series(self):
+        pool = Pool()
+        FiscalYear = pool.get('account.fiscalyear')
+        Company = pool.get('company.company')
+        company = create_company()
+        with set_company(company):
+            Company.set_up_indian_accounting([company])
+            year = FiscalYear.indian_year(company, dt.date(2025, 9, 1))
+            self.assertEqual((year.name, year.start_date, year.end_date),
+                ("2025-26", dt.date(2025, 4, 1), dt.date(2026, 3, 31)))
+            series, = year.invoice_sequences
+            self.assertEqual((series.out_invoice_sequence.prefix,
+                    series.out_credit_note_sequence.prefix),
+                ('INV/25-26/', 'CN/25-26/'))
+            self.assertEqual(
+                FiscalYear.indian_year(company, dt.date(2026, 3, 31)), year)
+            self.assertEqual(len(year.periods), 12)
