@@ -24,6 +24,7 @@ DEMO_LOGINS = [
 def cmd_start(args):
     "Set up everything on first run, then run web, cron and worker."
     sites.ensure_sao()
+    sites.ensure_page_libraries()
     sites.install_desk_customisation()
     site = sites.site_named(args.site)
     if not site.exists():
@@ -273,6 +274,7 @@ def cmd_test(args):
     "Install what the tests need and run the whole suite with pytest."
     ensure_chromium()
     sites.ensure_sao()
+    sites.ensure_page_libraries()
     sites.install_desk_customisation()
     env = os.environ.copy()
     env['KRAYA_ROOT'] = str(sites.ROOT)
