@@ -44,6 +44,8 @@ PAGE = 20
 MAX_PAGE = 100
 FORECAST_MONTHS = 6
 MAX_QUERY = 100
+# The cards a page may ask about in one live-update poll.
+MAX_SHOWN = 1000
 # Field types a stage may ask for on the board (others: in the desk).
 ASKABLE = {'char', 'text', 'selection', 'date', 'integer', 'numeric',
     'float'}
@@ -878,24 +880,34 @@ class Board(Model):
     # --- Live updates ---
 
     @classmethod
-    def changed_since(cls, mode, filters, cursor, start=None,
+    def changed_since(cls, mode, filters, cursor, start=None, shown=(),
             limit=MAX_PAGE):
         """(the next cursor, None) when nothing the user may read changed
-        after the cursor (an ISO time), else (the next cursor, {'cards':
-        the changed cards that are on the board, 'gone': the ids of those
-        that left it, 'columns': the new totals})."""
+        after the cursor (an ISO time), nor any of the cards the page shows
+        (`shown`, ids), else (the next cursor, {'cards': the changed cards
+        that are on the board, 'gone': the ids of those that left it (or
+        that the user may no longer read, or that were deleted), 'columns':
+        the new totals})."""
         pool = Pool()
-        access = Access.of_user()
         Model_ = pool.get('crm.lead' if mode == 'leads' else 'crm.deal')
         since = parse_iso(cursor)
+        shown = list(shown)[:MAX_SHOWN]
         with check_access():
             changed = Model_.search([('write_date', '>', since)],
                 order=[('write_date', 'ASC'), ('id', 'ASC')], limit=limit)
-        if not changed:
+        # The page's own cards, whoever may read them now: the page knows
+        # their ids, and learns only that they left.
+        with without_check_access():
+            still = Model_.search([('id', 'in', shown)]) if shown else []
+        left = [r for r in still if r.write_date and r.write_date > since]
+        deleted = set(shown) - {r.id for r in still}
+        if not changed and not left and not deleted:
             return cursor, None
+        stamps = [r.write_date for r in changed + left]
         # Exact to the microsecond: the next poll starts after the last one.
-        next_cursor = changed[-1].write_date.isoformat() + 'Z'
-        ids = [r.id for r in changed]
+        next_cursor = max(stamps).isoformat() + 'Z' if stamps else cursor
+        ids = list({r.id for r in changed + left})
+        access = Access.of_user()
         columns = cls.columns(mode, filters, access, start)
         cards = []
         for column in columns:
@@ -911,10 +923,10 @@ class Board(Model):
                 cards += cls.lead_cards(found, access)
             else:
                 cards += cls.deal_cards(found, access, mode, column)
-        shown = {c['id'] for c in cards}
+        on_board = {c['id'] for c in cards}
         return next_cursor, {
             'cards': cards,
-            'gone': [i for i in ids if i not in shown],
+            'gone': sorted({i for i in ids if i not in on_board} | deleted),
             'columns': [c.summary(cls._show_money(mode, access))
                 for c in columns],
             }

@@ -1010,5 +1010,7 @@ def _board_changed_since(request, pool, cursor):
     User = pool.get('res.user')
     with Transaction().set_context(User.get_preferences(context_only=True)):
         mode, filters, start = _board_view(request)
+        shown = [int(i) for i in re.findall(r'\d+',
+                request.args.get('shown', ''))]
         return pool.get('crm.board').changed_since(mode, filters, cursor,
-            start)
+            start, shown)
