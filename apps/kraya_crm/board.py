@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field as dataclass_field
 from decimal import Decimal, InvalidOperation
 
-from sql import Literal, Null
+from sql import Null
 from sql.aggregate import Count, Min, Sum
 from sql.conditionals import Case
 from sql.functions import Extract
@@ -151,7 +151,7 @@ def grouped_totals(Model_, domain, keys, amount):
         amount(table).as_('amount'), where=where)
     columns = [getattr(rows, f'key{i}') for i in range(len(expressions))]
     cursor = Transaction().connection.cursor()
-    cursor.execute(*rows.select(*columns, Count(Literal('*')),
+    cursor.execute(*rows.select(*columns, Count(),
             Sum(rows.amount), group_by=columns))
     return {tuple(row[:-2]): (row[-2], money(row[-1])) for row in cursor}
 
@@ -386,7 +386,7 @@ class Board(Model):
         elif mode == 'forecast':
             columns = cls.month_columns(start)
             cls._deal_totals(columns, filters.deal_domain(access)
-                + forecast_domain(), month_key(columns))
+                + cls.forecast_domain(), month_key(columns))
         elif mode == 'leads':
             columns = cls.status_columns()
             totals = grouped_totals(Pool().get('crm.lead'),
@@ -421,6 +421,12 @@ class Board(Model):
             column.total += total
             column.weighted += (total * probability.get(stage, 0)
                 / 100).quantize(Decimal(1))
+
+    @classmethod
+    def forecast_domain(cls):
+        "The forecast is of open deals: won and lost ones are no forecast."
+        return [('stage', 'in', [s.id for s in cls.stages()
+                    if s.kind == 'open'])]
 
     @classmethod
     def stages(cls):
@@ -506,7 +512,7 @@ class Board(Model):
             Model_ = pool.get('crm.deal')
             domain = filters.deal_domain(access) + column.domain
             if mode == 'forecast':
-                domain += forecast_domain()
+                domain += cls.forecast_domain()
                 order = [('expected_close', 'ASC NULLS LAST'), ('id', 'ASC')]
             else:
                 order = [('board_position', 'ASC'), ('id', 'DESC')]
@@ -916,7 +922,7 @@ class Board(Model):
             else:
                 domain = filters.deal_domain(access) + column.domain
                 if mode == 'forecast':
-                    domain += forecast_domain()
+                    domain += cls.forecast_domain()
             with check_access():
                 found = Model_.search(domain + [('id', 'in', ids)])
             if mode == 'leads':
@@ -944,11 +950,6 @@ class FieldsRequired(InboxRefusal):
 
 def user_json(user):
     return {'id': user.id, 'name': user.rec_name} if user else None
-
-
-def forecast_domain():
-    "The forecast is of open deals: won and lost ones are no forecast."
-    return [('stage.kind', '=', 'open')]
 
 
 def deal_column(deal, mode, column=None):

@@ -222,10 +222,12 @@ function columnElement(column) {
                     ? h('span', {class: 'probability'},
                         `${column.probability}%`) : null),
             h('p', {class: 'column-summary'}, summaryElements(column))),
-        list,
-        more,
+        // Under the list, which takes the drop, at its top.
         h('p', {class: 'column-empty', hidden: column.cards.length > 0},
-            column.droppable && state.canMove ? 'Drop a card here' : 'Nothing here'));
+            column.droppable && state.canMove ? 'Drop a card here'
+                : 'Nothing here'),
+        list,
+        more);
     if (COLOUR.test(column.color || '')) {
         section.style.setProperty('--stage', column.color);
     }
