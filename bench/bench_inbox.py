@@ -446,9 +446,10 @@ class Queries(logging.Handler):
 INBOX_TABLES = re.compile(r'"(crm_conversation|crm_message)"')
 
 
-def plans(queries):
-    """EXPLAIN (ANALYZE, BUFFERS) of the SELECTs on crm_conversation or
-    crm_message (SQLite: EXPLAIN QUERY PLAN), in the transaction."""
+def plans(queries, tables=INBOX_TABLES):
+    """EXPLAIN (ANALYZE, BUFFERS) of the SELECTs on the tables (a regex of
+    their quoted names: crm_conversation or crm_message), SQLite's EXPLAIN
+    QUERY PLAN, in the transaction."""
     from trytond import backend
     from trytond.transaction import Transaction
     cursor = Transaction().connection.cursor()
@@ -456,7 +457,7 @@ def plans(queries):
     for query in queries:
         query = query.strip()
         if (not query.upper().startswith('SELECT')
-                or not INBOX_TABLES.search(query) or query in seen):
+                or not tables.search(query) or query in seen):
             continue
         seen.add(query)
         if backend.name == 'postgresql':
@@ -690,8 +691,9 @@ def time_raw(site, database, user_id, context, args):
 
 # ---- the driver ----
 
-def run_worker(kind, site, **options):
-    command = [sys.executable, __file__, '--worker', kind, '--site',
+def run_worker(kind, site, script=__file__, **options):
+    "The JSON a worker of the script printed last."
+    command = [sys.executable, script, '--worker', kind, '--site',
         site.name, '--site-root', str(site.path.parent)]
     for name, value in options.items():
         if value is True:
@@ -745,16 +747,16 @@ def scans(plan):
         if any(word in line for word in [' Scan ', 'SCAN', 'SEARCH'])]
 
 
-def table_scans(entry):
-    """The lines of a plan that read crm_conversation or crm_message by
-    their table rather than an index (PostgreSQL: Seq Scan, with the rows
-    it read; SQLite: SCAN of the table's alias without an index)."""
+def table_scans(entry, names='crm_conversation|crm_message'):
+    """The lines of a plan that read the tables (names: a regex) by the
+    table rather than an index (PostgreSQL: Seq Scan, with the rows it
+    read; SQLite: SCAN of the table's alias without an index)."""
     aliases = {alias for _, alias in re.findall(
-            r'"(crm_conversation|crm_message)" AS "(\w+)"', entry['sql'])}
+            rf'"({names})" AS "(\w+)"', entry['sql'])}
     found = []
     for line in entry['plan']:
         line = line.strip().lstrip('->').strip()
-        if re.match(r'Seq Scan on (crm_conversation|crm_message)\b', line):
+        if re.match(rf'Seq Scan on ({names})\b', line):
             found.append(re.sub(r'\s*\(cost=.*?\)', '', line))
         match = re.fullmatch(r'SCAN (\w+)', line)
         if match and match[1] in aliases:
