@@ -50,6 +50,13 @@ MAX_SHOWN = 1000
 ASKABLE = {'char', 'text', 'selection', 'date', 'integer', 'numeric',
     'float'}
 LEAD_STATUSES_FIXED = {'converted'}
+# What a card shows, read at once.
+DEAL_CARD_FIELDS = ['title', 'value', 'owner', 'lead', 'party', 'stage',
+    'expected_close', 'stage_entered_at', 'board_position', '_timestamp']
+LEAD_CARD_FIELDS = ['name', 'company_name', 'budget', 'owner', 'city',
+    'status', 'create_date', '_timestamp']
+LEAD_COLOURS = {'new': '#64748b', 'contacted': '#0ea5e9',
+    'qualified': '#6366f1', 'unqualified': '#dc2626', 'converted': '#16a34a'}
 BANDS = ['hot', 'warm', 'cold']
 
 
@@ -260,6 +267,7 @@ class Filters:
             access.require('source')
             domain.append(('lead.source', '=', self.source))
         if self.band:
+            access.require('band')
             domain.append(('lead.band', '=', self.band))
         if self.close_from:
             domain.append(('expected_close', '>=', self.close_from))
@@ -281,6 +289,7 @@ class Filters:
             access.require('source')
             domain.append(('source', '=', self.source))
         if self.band:
+            access.require('band')
             domain.append(('band', '=', self.band))
         if self.query:
             domain.append(('rec_name', 'ilike', f'%{self.query}%'))
@@ -293,6 +302,7 @@ class Access:
     value: bool
     source: bool
     score: bool
+    band: bool
     move_deals: bool
     move_leads: bool
 
@@ -309,6 +319,8 @@ class Access:
                     raise_exception=False),
                 score=FieldAccess.check('crm.lead', ['score'],
                     raise_exception=False),
+                band=FieldAccess.check('crm.lead', ['band'],
+                    raise_exception=False),
                 move_deals=ModelAccess.check('crm.deal', 'write',
                     raise_exception=False),
                 move_leads=ModelAccess.check('crm.lead', 'write',
@@ -321,97 +333,117 @@ class Access:
                 gettext('kraya_crm.msg_board_filter_not_allowed'))
 
 
-class Board(Model):
-    "What the pipeline board page reads and does."
-    __name__ = 'crm.board'
-    __string__ = "Pipeline Board"
-
+class View:
+    """What one request of the board looks at: the mode, its filters, the
+    first month of the forecast, what the user may see, and the stages,
+    read once."""
     MODES = ('deals', 'forecast', 'leads')
 
-    # --- Reading ---
+    def __init__(self, mode, filters, start=None):
+        if mode not in self.MODES:
+            raise InboxRefusal('bad_mode',
+                gettext('kraya_crm.msg_board_bad_mode', mode=mode))
+        Stage = Pool().get('crm.stage')
+        self.mode = mode
+        self.filters = filters
+        self.start = month_start(start).strftime('%Y-%m') \
+            if mode == 'forecast' else None
+        self.access = Access.of_user()
+        with check_access():
+            self.stages = Stage.search([],
+                order=[('sequence', 'ASC'), ('id', 'ASC')])
+        self.model_name = 'crm.lead' if mode == 'leads' else 'crm.deal'
 
-    @classmethod
-    def board(cls, mode, filters, start=None, limit=PAGE):
-        "Every column with its totals and first cards, and what to filter on."
-        access = Access.of_user()
-        columns = cls.columns(mode, filters, access, start)
-        for column in columns:
-            column.extra['cards'], column.extra['more'] = cls._cards(
-                mode, column, filters, access, 0, limit)
-        return {
-            'mode': mode,
-            'columns': [c.summary(cls._show_money(mode, access))
-                for c in columns],
-            'cursor': cls._cursor_now(),
-            'start': columns_start(mode, start),
-            'can_move': access.move_leads if mode == 'leads'
-            else access.move_deals,
-            'show_money': cls._show_money(mode, access),
-            'options': cls.options(access),
-            }
-
-    @classmethod
-    def more(cls, mode, column_id, filters, start=None, offset=0,
-            limit=PAGE):
-        "The next cards of one column."
-        access = Access.of_user()
-        column = cls._column(mode, column_id, start)
-        cards, more = cls._cards(mode, column, filters, access,
-            max(0, offset), max(1, min(limit, MAX_PAGE)))
-        return {'column': column_id, 'cards': cards, 'more': more}
-
-    @classmethod
-    def summary(cls, mode, filters, start=None):
-        "The columns' counts and totals, without cards."
-        access = Access.of_user()
-        return [c.summary(cls._show_money(mode, access))
-            for c in cls.columns(mode, filters, access, start)]
-
-    @staticmethod
-    def _show_money(mode, access):
+    @property
+    def show_money(self):
         # Leads' totals are their budgets, which everyone may read.
-        return True if mode == 'leads' else access.value
+        return self.mode == 'leads' or self.access.value
 
-    @staticmethod
-    def _cursor_now():
-        return utcnow().isoformat() + 'Z'
+    @property
+    def can_move(self):
+        return (self.access.move_leads if self.mode == 'leads'
+            else self.access.move_deals)
 
-    @classmethod
-    def columns(cls, mode, filters, access, start=None):
-        "The mode's columns, each with its count and totals."
-        if mode == 'deals':
-            columns = cls.stage_columns()
-            cls._deal_totals(columns, filters.deal_domain(access),
-                lambda t: t.stage)
-        elif mode == 'forecast':
-            columns = cls.month_columns(start)
-            cls._deal_totals(columns, filters.deal_domain(access)
-                + cls.forecast_domain(), month_key(columns))
-        elif mode == 'leads':
-            columns = cls.status_columns()
+    @property
+    def order(self):
+        if self.mode == 'leads':
+            return [('score', 'DESC NULLS LAST'), ('id', 'DESC')]
+        if self.mode == 'forecast':
+            return [('expected_close', 'ASC NULLS LAST'), ('id', 'ASC')]
+        return [('board_position', 'ASC'), ('id', 'DESC')]
+
+    def base_domain(self):
+        "The filters, and for the forecast its open deals."
+        if self.mode == 'leads':
+            return self.filters.lead_domain(self.access)
+        domain = self.filters.deal_domain(self.access)
+        if self.mode == 'forecast':
+            # Won and lost deals are no forecast.
+            domain.append(('stage', 'in',
+                    [s.id for s in self.stages if s.kind == 'open']))
+        return domain
+
+    def columns(self):
+        "The mode's columns, without their totals."
+        if self.mode == 'deals':
+            return [Column(id=str(s.id), name=s.rec_name,
+                    domain=[('stage', '=', s.id)],
+                    color=s.color or '#64748b', kind=s.kind,
+                    probability=s.probability)
+                for s in self.stages]
+        if self.mode == 'forecast':
+            return month_columns(self.start)
+        Lead = Pool().get('crm.lead')
+        selection = Lead.fields_get(['status'])['status']['selection']
+        return [Column(id=value, name=label, domain=[('status', '=', value)],
+                color=LEAD_COLOURS.get(value, '#64748b'), kind=value,
+                droppable=value not in LEAD_STATUSES_FIXED)
+            for value, label in selection]
+
+    def column_of(self, stage, close):
+        "The id of the column of a deal in the stage, closing then."
+        if self.mode != 'forecast':
+            return str(stage.id)
+        first = month_start(self.start)
+        if close is None:
+            return 'none'
+        if close < first:
+            return 'earlier'
+        if close >= add_months(first, FORECAST_MONTHS):
+            return 'later'
+        return close.strftime('%Y-%m')
+
+    def column(self, column_id):
+        for column in self.columns():
+            if column.id == column_id:
+                return column
+        raise InboxRefusal('not_found',
+            gettext('kraya_crm.msg_board_no_column', column=column_id))
+
+    def totalled_columns(self):
+        "The columns, each with its count and totals."
+        columns = self.columns()
+        if self.mode == 'leads':
             totals = grouped_totals(Pool().get('crm.lead'),
-                filters.lead_domain(access), lambda t: [t.status],
+                self.base_domain(), lambda t: [t.status],
                 lambda t: t.budget)
             for column in columns:
                 column.count, column.total = totals.get(
                     (column.id,), (0, Decimal(0)))
+            return columns
+        if self.mode == 'forecast':
+            key = month_key(columns)
         else:
-            raise InboxRefusal('bad_mode',
-                gettext('kraya_crm.msg_board_bad_mode', mode=mode))
-        return columns
-
-    @classmethod
-    def _deal_totals(cls, columns, domain, key):
-        """Count, value and weighted value of each column: grouped by the
-        column's key (an SQL expression of the deal) and the stage,
-        weighted by the stage's probability."""
-        Deal = Pool().get('crm.deal')
-        probability = {s.id: s.probability for s in cls.stages()}
+            def key(table):
+                return table.stage
+        probability = {s.id: s.probability for s in self.stages}
         by_column = {c.id: c for c in columns}
         for column in columns:
             column.weighted = Decimal(0)
-        totals = grouped_totals(Deal,
-            domain + [('stage', 'in', list(probability))],
+        # Grouped by the column's key and the stage, each stage's value
+        # weighted by its probability.
+        totals = grouped_totals(Pool().get('crm.deal'),
+            self.base_domain() + [('stage', 'in', list(probability))],
             lambda t: [key(t), t.stage], lambda t: t.value)
         for (column_key, stage), (count, total) in totals.items():
             column = by_column.get(str(column_key))
@@ -421,194 +453,183 @@ class Board(Model):
             column.total += total
             column.weighted += (total * probability.get(stage, 0)
                 / 100).quantize(Decimal(1))
-
-    @classmethod
-    def forecast_domain(cls):
-        "The forecast is of open deals: won and lost ones are no forecast."
-        return [('stage', 'in', [s.id for s in cls.stages()
-                    if s.kind == 'open'])]
-
-    @classmethod
-    def stages(cls):
-        Stage = Pool().get('crm.stage')
-        with check_access():
-            return Stage.search([], order=[('sequence', 'ASC'),
-                    ('id', 'ASC')])
-
-    @classmethod
-    def stage_columns(cls):
-        return [Column(id=str(s.id), name=s.rec_name,
-                domain=[('stage', '=', s.id)], color=s.color or '#64748b',
-                kind=s.kind, probability=s.probability)
-            for s in cls.stages()]
-
-    @classmethod
-    def month_columns(cls, start=None):
-        """The forecast's columns: overdue closes (before the first month),
-        FORECAST_MONTHS months from `start` (this month), later ones, and
-        deals without a date."""
-        first = month_start(start)
-        months = [add_months(first, i) for i in range(FORECAST_MONTHS + 1)]
-        columns = [Column(id='earlier',
-                name=gettext('kraya_crm.msg_board_earlier',
-                    month=months[0].strftime('%b %Y')),
-                domain=[('expected_close', '<', months[0])],
-                color='#b91c1c', kind='earlier', droppable=False)]
-        for begin, end in zip(months, months[1:]):
-            columns.append(Column(id=begin.strftime('%Y-%m'),
-                    name=begin.strftime('%B %Y'),
-                    domain=[('expected_close', '>=', begin),
-                        ('expected_close', '<', end)],
-                    color='#0f766e', kind='month'))
-        columns.append(Column(id='later',
-                name=gettext('kraya_crm.msg_board_later',
-                    month=months[-1].strftime('%b %Y')),
-                domain=[('expected_close', '>=', months[-1])],
-                color='#475569', kind='later', droppable=False))
-        columns.append(Column(id='none',
-                name=gettext('kraya_crm.msg_board_no_date'),
-                domain=[('expected_close', '=', None)], color='#94a3b8',
-                kind='none'))
         return columns
 
-    @classmethod
-    def status_columns(cls):
-        Lead = Pool().get('crm.lead')
-        colors = {'new': '#64748b', 'contacted': '#0ea5e9',
-            'qualified': '#6366f1', 'unqualified': '#dc2626',
-            'converted': '#16a34a'}
-        selection = Lead.fields_get(['status'])['status']['selection']
-        return [Column(id=value, name=label, domain=[('status', '=', value)],
-                color=colors.get(value, '#64748b'), kind=value,
-                droppable=value not in LEAD_STATUSES_FIXED)
-            for value, label in selection]
+    def summaries(self, columns=None):
+        return [c.summary(self.show_money)
+            for c in (columns or self.totalled_columns())]
+
+
+class Board(Model):
+    "What the pipeline board page reads and does."
+    __name__ = 'crm.board'
+    __string__ = "Pipeline Board"
+
+    # --- Reading ---
 
     @classmethod
-    def _column(cls, mode, column_id, start=None):
-        if mode == 'deals':
-            columns = cls.stage_columns()
-        elif mode == 'forecast':
-            columns = cls.month_columns(start)
-        elif mode == 'leads':
-            columns = cls.status_columns()
-        else:
-            raise InboxRefusal('bad_mode',
-                gettext('kraya_crm.msg_board_bad_mode', mode=mode))
+    def board(cls, mode, filters, start=None, limit=PAGE):
+        "Every column with its totals and first cards, and what to filter on."
+        view = View(mode, filters, start)
+        columns = view.totalled_columns()
+        pages = cls._pages(view, columns, 0, limit)
         for column in columns:
-            if column.id == column_id:
-                return column
-        raise InboxRefusal('not_found',
-            gettext('kraya_crm.msg_board_no_column', column=column_id))
+            column.extra['cards'], column.extra['more'] = pages[column.id]
+        return {
+            'mode': mode,
+            'columns': view.summaries(columns),
+            'cursor': utcnow().isoformat() + 'Z',
+            'start': view.start,
+            'can_move': view.can_move,
+            'show_money': view.show_money,
+            'options': cls.options(view.access),
+            }
 
     @classmethod
-    def _cards(cls, mode, column, filters, access, offset, limit):
-        "(the cards of the column from offset, whether it has more)."
-        pool = Pool()
-        if mode == 'leads':
-            Model_ = pool.get('crm.lead')
-            domain = filters.lead_domain(access) + column.domain
-            order = [('score', 'DESC NULLS LAST'), ('id', 'DESC')]
-        else:
-            Model_ = pool.get('crm.deal')
-            domain = filters.deal_domain(access) + column.domain
-            if mode == 'forecast':
-                domain += cls.forecast_domain()
-                order = [('expected_close', 'ASC NULLS LAST'), ('id', 'ASC')]
-            else:
-                order = [('board_position', 'ASC'), ('id', 'DESC')]
+    def more(cls, mode, column_id, filters, start=None, offset=0,
+            limit=PAGE):
+        "The next cards of one column."
+        view = View(mode, filters, start)
+        column = view.column(column_id)
+        cards, more = cls._pages(view, [column], max(0, offset),
+            max(1, min(limit, MAX_PAGE)))[column.id]
+        return {'column': column_id, 'cards': cards, 'more': more}
+
+    @classmethod
+    def _pages(cls, view, columns, offset, limit, among=None):
+        """{column id: (its cards from offset, whether it has more)}: a
+        search of each column, then the cards of them all at once.
+        among: only these ids (the live updates)."""
+        Model_ = Pool().get(view.model_name)
+        found = {}
         with check_access():
-            records = Model_.search(domain, offset=offset, limit=limit + 1,
-                order=order)
-        more = len(records) > limit
-        records = records[:limit]
-        if mode == 'leads':
-            return cls.lead_cards(records, access), more
-        return cls.deal_cards(records, access, mode, column), more
+            for column in columns:
+                domain = view.base_domain() + column.domain
+                if among is not None:
+                    domain.append(('id', 'in', among))
+                found[column.id] = Model_.search(domain, offset=offset,
+                    limit=limit + 1 if limit else None, order=view.order)
+        records = [r for page in found.values() for r in page[:limit]]
+        cards = cls.cards(view, records, {r.id: column_id
+                for column_id, page in found.items() for r in page})
+        by_id = {c['id']: c for c in cards}
+        return {column_id: ([by_id[r.id] for r in page[:limit]],
+                bool(limit) and len(page) > limit)
+            for column_id, page in found.items()}
+
+    @classmethod
+    def cards(cls, view, records, column_of=None):
+        "The cards of the records, in a few queries for them all."
+        if not records:
+            return []
+        if view.mode == 'leads':
+            return cls.lead_cards(view, records)
+        return cls.deal_cards(view, records, column_of or {})
 
     # --- Cards ---
 
     @classmethod
-    def deal_cards(cls, deals, access, mode='deals', column=None):
-        if not deals:
-            return []
+    def deal_cards(cls, view, deals, column_of):
         pool = Pool()
         Deal = pool.get('crm.deal')
         Lead = pool.get('crm.lead')
-        leads = [d.lead for d in deals if d.lead]
-        with check_access():
-            # The lead's band, of the leads the user may read only.
-            readable = {l.id for l in Lead.search([
-                        ('id', 'in', [l.id for l in leads])])} \
-                if leads else set()
+        Party = pool.get('party.party')
+        stages = {s.id: s for s in view.stages}
+        # The plain values in one read (attributes would cost a lookup
+        # each), the stamp of the desk's concurrency check with them.
+        with without_check_access():
+            rows = Deal.read([d.id for d in deals], DEAL_CARD_FIELDS)
+        owners = user_names({r['owner'] for r in rows if r['owner']})
+        lead_ids = list({r['lead'] for r in rows if r['lead']})
+        bands = {}
+        if lead_ids and view.access.band:
+            # The band of the leads the user may read only.
+            with check_access():
+                bands = {l['id']: l['band'] for l in Lead.search_read(
+                        [('id', 'in', lead_ids)], fields_names=['band'])}
+        with without_check_access():
+            customers = {p['id']: p['name'] for p in Party.read(
+                    list({r['party'] for r in rows if r['party']}),
+                    ['name'])}
         tasks = cls.next_tasks('deal', deals)
         badges = Deal.board_card_badges(deals)
-        timestamps = cls._timestamps(Deal, deals)
         now = utcnow()
         cards = []
-        for deal in deals:
-            lead = deal.lead if deal.lead and deal.lead.id in readable \
-                else None
-            entered = deal.stage_entered_at
+        for row in rows:
+            stage = stages.get(row['stage']) or Pool().get('crm.stage')(
+                row['stage'])
+            entered = row['stage_entered_at']
+            close = row['expected_close']
             cards.append({
-                    'id': deal.id, 'model': 'crm.deal',
-                    'title': deal.title,
-                    'customer': deal.party.rec_name if deal.party else None,
-                    'value': str(deal.value) if access.value else None,
-                    'value_text': format_inr(deal.value)
-                    if access.value else None,
-                    'owner': user_json(deal.owner),
-                    'band': lead.band if lead else None,
-                    'lead': {'id': lead.id, 'name': lead.rec_name}
-                    if lead else None,
-                    'stage': {'id': deal.stage.id, 'name': deal.stage.rec_name,
-                        'kind': deal.stage.kind},
-                    'probability': deal.stage.probability,
-                    'expected_close': deal.expected_close.isoformat()
-                    if deal.expected_close else None,
-                    'expected_close_text': deal.expected_close.strftime(
-                        '%d %b %Y') if deal.expected_close else None,
+                    'id': row['id'], 'model': 'crm.deal',
+                    'title': row['title'],
+                    'customer': customers.get(row['party']),
+                    'value': str(row['value']) if view.access.value
+                    else None,
+                    'value_text': format_inr(row['value'])
+                    if view.access.value else None,
+                    'owner': {'id': row['owner'],
+                        'name': owners.get(row['owner'])}
+                    if row['owner'] else None,
+                    'band': bands.get(row['lead']),
+                    'stage': {'id': stage.id, 'name': stage.rec_name,
+                        'kind': stage.kind},
+                    'probability': stage.probability,
+                    'expected_close': close.isoformat() if close else None,
+                    'expected_close_text': close.strftime('%d %b %Y')
+                    if close else None,
                     'days_in_stage': (now - entered).days
                     if entered else None,
-                    'next_task': tasks.get(deal.id),
-                    'badges': badges.get(deal.id, []),
-                    'column': deal_column(deal, mode, column),
-                    'position': deal.board_position,
-                    'timestamp': timestamps.get(deal.id),
-                    'desk_url': desk_url(deal),
+                    'next_task': tasks.get(row['id']),
+                    'badges': badges.get(row['id'], []),
+                    'column': column_of.get(row['id'])
+                    or view.column_of(stage, close),
+                    'position': row['board_position'],
+                    'timestamp': row['_timestamp'],
+                    'desk_url': desk_url(Deal(row['id'])),
                     })
         return cards
 
     @classmethod
-    def lead_cards(cls, leads, access):
-        if not leads:
-            return []
-        Lead = Pool().get('crm.lead')
+    def lead_cards(cls, view, leads):
+        pool = Pool()
+        Lead = pool.get('crm.lead')
+        Source = pool.get('crm.source')
+        fields_names = LEAD_CARD_FIELDS + [name for name, allowed in [
+                ('band', view.access.band), ('score', view.access.score),
+                ('source', view.access.source)] if allowed]
+        with without_check_access():
+            rows = Lead.read([l.id for l in leads], fields_names)
+            sources = {s['id']: s['name'] for s in Source.read(
+                    list({r['source'] for r in rows if r.get('source')}),
+                    ['name'])}
+        owners = user_names({r['owner'] for r in rows if r['owner']})
         tasks = cls.next_tasks('lead', leads)
-        timestamps = cls._timestamps(Lead, leads)
         now = utcnow()
         return [{
-                'id': lead.id, 'model': 'crm.lead',
-                'title': lead.name,
-                'customer': lead.company_name,
-                'value': str(lead.budget) if lead.budget is not None
+                'id': row['id'], 'model': 'crm.lead',
+                'title': row['name'],
+                'customer': row['company_name'],
+                'value': str(row['budget']) if row['budget'] is not None
                 else None,
-                'value_text': format_inr(lead.budget)
-                if lead.budget is not None else None,
-                'owner': user_json(lead.owner),
-                'band': lead.band,
-                'score': lead.score if access.score else None,
-                'source': lead.source.rec_name
-                if access.source and lead.source else None,
-                'city': lead.city,
-                'status': lead.status,
-                'days_in_stage': (now - lead.create_date).days
-                if lead.create_date else None,
-                'next_task': tasks.get(lead.id),
+                'value_text': format_inr(row['budget'])
+                if row['budget'] is not None else None,
+                'owner': {'id': row['owner'],
+                    'name': owners.get(row['owner'])}
+                if row['owner'] else None,
+                'band': row.get('band'),
+                'score': row.get('score'),
+                'source': sources.get(row.get('source')),
+                'city': row['city'],
+                'status': row['status'],
+                'days_in_stage': (now - row['create_date']).days
+                if row['create_date'] else None,
+                'next_task': tasks.get(row['id']),
                 'badges': [],
-                'column': lead.status,
-                'timestamp': timestamps.get(lead.id),
-                'desk_url': desk_url(lead),
-                } for lead in leads]
+                'column': row['status'],
+                'timestamp': row['_timestamp'],
+                'desk_url': desk_url(Lead(row['id'])),
+                } for row in rows]
 
     @classmethod
     def next_tasks(cls, field_name, records):
@@ -616,26 +637,23 @@ class Board(Model):
         read}, as card JSON."""
         Task = Pool().get('crm.task')
         with check_access():
-            tasks = Task.search([
+            tasks = Task.search_read([
                     (field_name, 'in', [r.id for r in records]),
                     ('state', '=', 'open'),
-                    ], order=[('due', 'ASC NULLS LAST'), ('id', 'ASC')])
+                    ], order=[('due', 'ASC NULLS LAST'), ('id', 'ASC')],
+                fields_names=[field_name, 'name', 'kind', 'due'])
         first = {}
         for task in tasks:
-            first.setdefault(getattr(task, field_name).id, task)
+            first.setdefault(task[field_name], task)
         kinds = dict(KINDS)
-        return {record_id: {'id': task.id, 'name': task.name,
-                'kind': task.kind, 'kind_label': kinds[task.kind],
-                'due': iso(task.due), 'due_text': task.due_text,
-                'overdue': task.overdue, 'desk_url': desk_url(task)}
+        now = utcnow()
+        return {record_id: {'id': task['id'], 'name': task['name'],
+                'kind': task['kind'], 'kind_label': kinds[task['kind']],
+                'due': iso(task['due']),
+                'due_text': Task(due=task['due']).due_text,
+                'overdue': bool(task['due'] and task['due'] < now),
+                'desk_url': desk_url(Task(task['id']))}
             for record_id, task in first.items()}
-
-    @staticmethod
-    def _timestamps(Model_, records):
-        "The desk's concurrency stamps: a move of a changed card is refused."
-        with without_check_access():
-            return {r['id']: r['_timestamp'] for r in Model_.read(
-                    [r.id for r in records], ['_timestamp'])}
 
     @classmethod
     def options(cls, access):
@@ -646,16 +664,19 @@ class Board(Model):
         Source = pool.get('crm.source')
         Lead = pool.get('crm.lead')
         with check_access():
-            teams = Team.search([], order=[('name', 'ASC')])
-            sources = Source.search([], order=[('name', 'ASC')]) \
-                if access.source else []
+            teams = Team.search_read([], order=[('name', 'ASC')],
+                fields_names=['name'])
+            sources = Source.search_read([], order=[('name', 'ASC')],
+                fields_names=['name']) if access.source else []
         bands = dict(Lead.fields_get(['band'])['band']['selection'])
         return {
             'owners': [{'id': u['id'], 'name': u['name']}
                 for u in Inbox.teammates()],
-            'teams': [{'id': t.id, 'name': t.rec_name} for t in teams],
-            'sources': [{'id': s.id, 'name': s.rec_name} for s in sources],
-            'bands': [{'id': b, 'name': bands[b]} for b in BANDS],
+            'teams': [{'id': t['id'], 'name': t['name']} for t in teams],
+            'sources': [{'id': s['id'], 'name': s['name']}
+                for s in sources],
+            'bands': [{'id': b, 'name': bands[b]} for b in BANDS]
+            if access.band else [],
             }
 
     # --- Changing ---
@@ -682,7 +703,7 @@ class Board(Model):
         pool = Pool()
         Deal = pool.get('crm.deal')
         deal = cls._readable('crm.deal', deal_id)
-        stages = {s.id: s for s in cls.stages()}
+        stages = {s.id: s for s in View('deals', Filters()).stages}
         try:
             stage = stages[int(values.get('stage'))]
         except (TypeError, ValueError, KeyError):
@@ -737,7 +758,7 @@ class Board(Model):
         Lead = Pool().get('crm.lead')
         lead = cls._readable('crm.lead', lead_id)
         status = values.get('status')
-        statuses = {c.id for c in cls.status_columns()}
+        statuses = {c.id for c in View('leads', Filters()).columns()}
         if status not in statuses:
             raise InboxRefusal('bad_status',
                 gettext('kraya_crm.msg_board_bad_status'))
@@ -752,15 +773,10 @@ class Board(Model):
     @classmethod
     def _moved(cls, record, mode, values):
         "The moved card as it is now, and the columns' new totals."
-        access = Access.of_user()
-        start = values.get('start')
-        if mode == 'leads':
-            card, = cls.lead_cards([record], access)
-        else:
-            card, = cls.deal_cards([record], access, mode)
-        filters = Filters.from_args(values.get('filters') or {})
-        return {'card': card,
-            'columns': cls.summary(mode, filters, start)}
+        view = View(mode, Filters.from_args(values.get('filters') or {}),
+            values.get('start'))
+        card, = cls.cards(view, [record])
+        return {'card': card, 'columns': view.summaries()}
 
     @staticmethod
     def _write_as_user(Model_, record, values, timestamp):
@@ -894,48 +910,59 @@ class Board(Model):
         that are on the board, 'gone': the ids of those that left it (or
         that the user may no longer read, or that were deleted), 'columns':
         the new totals})."""
-        pool = Pool()
-        Model_ = pool.get('crm.lead' if mode == 'leads' else 'crm.deal')
+        Model_ = Pool().get('crm.lead' if mode == 'leads' else 'crm.deal')
         since = parse_iso(cursor)
-        shown = list(shown)[:MAX_SHOWN]
         with check_access():
             changed = Model_.search([('write_date', '>', since)],
                 order=[('write_date', 'ASC'), ('id', 'ASC')], limit=limit)
-        # The page's own cards, whoever may read them now: the page knows
-        # their ids, and learns only that they left.
-        with without_check_access():
-            still = Model_.search([('id', 'in', shown)]) if shown else []
-        left = [r for r in still if r.write_date and r.write_date > since]
-        deleted = set(shown) - {r.id for r in still}
+        left, deleted = shown_changes(Model_, shown, since)
         if not changed and not left and not deleted:
             return cursor, None
-        stamps = [r.write_date for r in changed + left]
+        stamps = [r.write_date for r in changed] + list(left.values())
         # Exact to the microsecond: the next poll starts after the last one.
         next_cursor = max(stamps).isoformat() + 'Z' if stamps else cursor
-        ids = list({r.id for r in changed + left})
-        access = Access.of_user()
-        columns = cls.columns(mode, filters, access, start)
-        cards = []
-        for column in columns:
-            if mode == 'leads':
-                domain = filters.lead_domain(access) + column.domain
-            else:
-                domain = filters.deal_domain(access) + column.domain
-                if mode == 'forecast':
-                    domain += cls.forecast_domain()
-            with check_access():
-                found = Model_.search(domain + [('id', 'in', ids)])
-            if mode == 'leads':
-                cards += cls.lead_cards(found, access)
-            else:
-                cards += cls.deal_cards(found, access, mode, column)
+        ids = list({r.id for r in changed} | set(left))
+        view = View(mode, filters, start)
+        columns = view.totalled_columns()
+        pages = cls._pages(view, columns, 0, None, among=ids)
+        cards = [card for page, _ in pages.values() for card in page]
         on_board = {c['id'] for c in cards}
         return next_cursor, {
             'cards': cards,
             'gone': sorted({i for i in ids if i not in on_board} | deleted),
-            'columns': [c.summary(cls._show_money(mode, access))
-                for c in columns],
+            'columns': view.summaries(columns),
             }
+
+
+def shown_changes(Model_, shown, since):
+    """({id: write date} of the page's cards changed since, whoever may
+    read them now, the ids of those deleted): the page knows their ids,
+    and learns only that they left."""
+    shown = list(shown)[:MAX_SHOWN]
+    if not shown:
+        return {}, set()
+    table = Model_.__table__()
+    cursor = Transaction().connection.cursor()
+    cursor.execute(*table.select(table.id,
+            Case((table.write_date > since, table.write_date)),
+            where=table.id.in_(shown)))
+    rows = list(cursor)
+    changed = {i: at if isinstance(at, dt.datetime)
+        else dt.datetime.fromisoformat(at) for i, at in rows if at}
+    return changed, set(shown) - {i for i, _ in rows}
+
+
+def user_names(ids):
+    "{user id: name} (a user's rec_name is their name)."
+    User = Pool().get('res.user')
+    table = User.__table__()
+    cursor = Transaction().connection.cursor()
+    ids = list(ids)
+    if not ids:
+        return {}
+    cursor.execute(*table.select(table.id, table.name,
+            where=table.id.in_(ids)))
+    return dict(cursor)
 
 
 class FieldsRequired(InboxRefusal):
@@ -948,19 +975,6 @@ class FieldsRequired(InboxRefusal):
             fields=list(fields_.values()))
 
 
-def user_json(user):
-    return {'id': user.id, 'name': user.rec_name} if user else None
-
-
-def deal_column(deal, mode, column=None):
-    "The id of the deal's column in the mode."
-    if mode != 'forecast':
-        return str(deal.stage.id)
-    if column is not None:
-        return column.id
-    if deal.expected_close is None:
-        return 'none'
-    return deal.expected_close.strftime('%Y-%m')
 
 
 def month_start(start=None):
@@ -974,9 +988,33 @@ def month_start(start=None):
     return local_today().replace(day=1)
 
 
-def columns_start(mode, start):
-    return month_start(start).strftime('%Y-%m') if mode == 'forecast' \
-        else None
+def month_columns(start):
+    """The forecast's columns: overdue closes (before the first month),
+    FORECAST_MONTHS months from `start` ('YYYY-MM'), later ones, and deals
+    without a date."""
+    first = month_start(start)
+    months = [add_months(first, i) for i in range(FORECAST_MONTHS + 1)]
+    columns = [Column(id='earlier',
+            name=gettext('kraya_crm.msg_board_earlier',
+                month=months[0].strftime('%b %Y')),
+            domain=[('expected_close', '<', months[0])],
+            color='#b91c1c', kind='earlier', droppable=False)]
+    for begin, end in zip(months, months[1:]):
+        columns.append(Column(id=begin.strftime('%Y-%m'),
+                name=begin.strftime('%B %Y'),
+                domain=[('expected_close', '>=', begin),
+                    ('expected_close', '<', end)],
+                color='#0f766e', kind='month'))
+    columns.append(Column(id='later',
+            name=gettext('kraya_crm.msg_board_later',
+                month=months[-1].strftime('%b %Y')),
+            domain=[('expected_close', '>=', months[-1])],
+            color='#475569', kind='later', droppable=False))
+    columns.append(Column(id='none',
+            name=gettext('kraya_crm.msg_board_no_date'),
+            domain=[('expected_close', '=', None)], color='#94a3b8',
+            kind='none'))
+    return columns
 
 
 def add_months(first, months):
