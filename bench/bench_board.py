@@ -34,7 +34,6 @@ and the plans and appends a dated section to bench/RESULTS.md.
 """
 import argparse
 import datetime as dt
-import json
 import os
 import random
 import re
@@ -48,10 +47,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import bench_inbox  # noqa: E402
 from bench.bench_inbox import (  # noqa: E402
     CITIES, EXTRA_REPS, EXTRA_TEAM, FIRST, LAST, OWNERS, ROLES, TEAM_OF,
-    Copy, Queries, as_web, best_of, plan_summary, plans, run_worker,
-    table_scans)
+    Copy, Queries, as_web, best_of, plan_summary, plans, raw_connection,
+    role_users, run_worker, table_scans)
 from bench.machine import (  # noqa: E402
     describe, postgresql_server, record_results)
 
@@ -75,21 +75,8 @@ LIST_FIELDS = ['rec_name', '_timestamp', '_write', '_delete', 'title',
 # ---- the measurements, each in a process of its own ----
 
 def worker(args):
-    sys.path.insert(0, str(ROOT / 'apps'))
-    from kraya_site.import_cli import use_site, user_context
-    from kraya_site.sites import Site
-    site = Site(args.site, root=args.site_root)
-    use_site(site)
-    from trytond.pool import Pool
-    from trytond.transaction import Transaction
-    database = site.database
-    Pool(database).init()
-    with Transaction().start(database, 0, readonly=True):
-        user_id, context = user_context('admin')
-    run = {'setup': build_data, 'ours': time_ours, 'peer': time_peer,
-        'raw': time_raw}[args.worker]
-    print(json.dumps(run(site, database, user_id, context, args),
-            default=str))
+    return bench_inbox.worker(args, {'setup': build_data, 'ours': time_ours,
+            'peer': time_peer, 'raw': time_raw})
 
 
 def build_data(site, database, user_id, context, args):
@@ -352,29 +339,8 @@ def raw_queries(postgresql, user, teams, company):
 
 
 def time_raw(site, database, user_id, context, args):
-    from trytond.pool import Pool
-    from trytond.transaction import Transaction
-    pool = Pool(database)
-    User = pool.get('res.user')
-    users = {}
-    with Transaction().start(database, 0, readonly=True):
-        manager_group = pool.get('ir.model.data').get_id(
-            'kraya_crm', 'group_crm_manager')
-        for login in ROLES:
-            user, = User.search([('login', '=', login)])
-            with Transaction().set_user(user.id):
-                teams = list(User.get_crm_teams())
-            users[login] = ({'id': user.id, 'manager': manager_group in
-                        [g.id for g in user.groups]}, teams)
-    if site.is_sqlite:
-        import sqlite3
-        connection = sqlite3.connect(site.path / f'{database}.sqlite')
-        postgresql = False
-    else:
-        import psycopg
-        connection = psycopg.connect(site.database_uri.rstrip('/') + '/'
-            + database)
-        postgresql = True
+    users = role_users(database)
+    connection, postgresql = raw_connection(site, database)
     result = {}
     try:
         for login in ROLES:
@@ -480,7 +446,6 @@ def report(results, args):
                 mark = '' if o['seconds'] * 1000 < TARGET_MS else ' ⚠'
                 if call == 'deals':
                     p, w = peer[f'{login}:deals'], raw[f'{login}:deals']
-                    same = same_first_paint(o, p, w)
                     lines.append(f"| {what[call]} | {login} | "
                         f"**{o['seconds'] * 1000:.0f}**{mark} | "
                         f"{p['seconds'] * 1000:.0f} | "

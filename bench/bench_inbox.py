@@ -92,7 +92,10 @@ TEMPLATE_BODY = "Hi {name}, thank you for your interest in Shree Ganesh " \
 # ---- the measurements, each in a process of its own (trytond reads the
 # site's configuration once, when first imported) ----
 
-def worker(args):
+def worker(args, runs=None):
+    """Run args.worker (runs: name to function(site, database, user_id,
+    context, args); the inbox's by default) on the site and print its JSON
+    answer."""
     sys.path.insert(0, str(ROOT / 'apps'))
     from kraya_site.import_cli import use_site, user_context
     from kraya_site.sites import Site
@@ -104,10 +107,10 @@ def worker(args):
     Pool(database).init()
     with Transaction().start(database, 0, readonly=True):
         user_id, context = user_context('admin')
-    run = {'setup': build_data, 'ours': time_ours, 'peer': time_peer,
-        'raw': time_raw}[args.worker]
+    run = (runs or {'setup': build_data, 'ours': time_ours,
+            'peer': time_peer, 'raw': time_raw})[args.worker]
     result = run(site, database, user_id, context, args)
-    print(json.dumps(result))
+    print(json.dumps(result, default=str))
 
 
 class Copy:
@@ -630,9 +633,9 @@ def raw_queries(postgresql, user, teams, company, args):
     return queries
 
 
-def time_raw(site, database, user_id, context, args):
-    """Each call's single SELECT, timed on a connection of its own
-    (psycopg, or sqlite3 for SQLite), best of --runs after a warm-up."""
+def role_users(database):
+    """{login: ({'id', 'manager'}, the ids of their teams)} of ROLES, for
+    the record rules written by hand."""
     from trytond.pool import Pool
     from trytond.transaction import Transaction
     pool = Pool(database)
@@ -647,15 +650,24 @@ def time_raw(site, database, user_id, context, args):
                 teams = list(User.get_crm_teams())
             users[login] = ({'id': user.id, 'manager': manager_group in
                         [g.id for g in user.groups]}, teams)
+    return users
+
+
+def raw_connection(site, database):
+    "(a connection of its own to the site's database, whether PostgreSQL)."
     if site.is_sqlite:
         import sqlite3
-        connection = sqlite3.connect(site.path / f'{database}.sqlite')
-        postgresql = False
-    else:
-        import psycopg
-        connection = psycopg.connect(site.database_uri.rstrip('/') + '/'
-            + database)
-        postgresql = True
+        return sqlite3.connect(site.path / f'{database}.sqlite'), False
+    import psycopg
+    return psycopg.connect(site.database_uri.rstrip('/') + '/'
+        + database), True
+
+
+def time_raw(site, database, user_id, context, args):
+    """Each call's single SELECT, timed on a connection of its own
+    (psycopg, or sqlite3 for SQLite), best of --runs after a warm-up."""
+    users = role_users(database)
+    connection, postgresql = raw_connection(site, database)
     result = {}
     try:
         for login in ROLES:

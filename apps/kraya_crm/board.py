@@ -215,8 +215,15 @@ class Filters:
 
     @classmethod
     def from_args(cls, args):
+        "From a query string, or the JSON object a move sends them in."
+        if not hasattr(args, 'get'):
+            args = {}
+
+        def text(name):
+            return str(args.get(name) or '').strip()
+
         def number(name, kind):
-            value = (args.get(name) or '').strip()
+            value = text(name)
             if not value:
                 return None
             try:
@@ -226,7 +233,7 @@ class Filters:
                         'kraya_crm.msg_board_bad_filter', value=value))
 
         def date(name):
-            value = (args.get(name) or '').strip()
+            value = text(name)
             if not value:
                 return None
             try:
@@ -234,10 +241,10 @@ class Filters:
             except ValueError:
                 raise InboxRefusal('bad_filter', gettext(
                         'kraya_crm.msg_board_bad_filter', value=value))
-        owner = (args.get('owner') or '').strip() or None
+        owner = text('owner') or None
         if owner not in {None, 'me', 'none'}:
             owner = number('owner', int)
-        band = (args.get('band') or '').strip() or None
+        band = text('band') or None
         if band is not None and band not in BANDS:
             raise InboxRefusal('bad_filter', gettext(
                     'kraya_crm.msg_board_bad_filter', value=band))
@@ -246,7 +253,7 @@ class Filters:
             close_from=date('close_from'), close_to=date('close_to'),
             value_min=number('value_min', Decimal),
             value_max=number('value_max', Decimal),
-            query=((args.get('q') or '').strip()[:MAX_QUERY] or None))
+            query=text('q')[:MAX_QUERY] or None)
 
     def common_domain(self):
         "Owner, team and search, as leads and deals both have them."
@@ -773,7 +780,7 @@ class Board(Model):
     @classmethod
     def _moved(cls, record, mode, values):
         "The moved card as it is now, and the columns' new totals."
-        view = View(mode, Filters.from_args(values.get('filters') or {}),
+        view = View(mode, Filters.from_args(values.get('filters')),
             values.get('start'))
         card, = cls.cards(view, [record])
         return {'card': card, 'columns': view.summaries()}
