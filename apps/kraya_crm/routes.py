@@ -185,7 +185,8 @@ INBOX_API_PATH = re.compile(r'/crm/(?:inbox|my-day|board)/api/')
 
 def _check_origins(wsgi_app):
     """Before trytond sees the Origin header: a web form's is ours to judge
-    (its allowed origins), and a foreign one on the inbox is refused."""
+    (its allowed origins), and a foreign one on our pages' APIs (inbox,
+    My day, board) is refused."""
     def wrapper(environ, start_response):
         path = environ.get('PATH_INFO', '')
         origin = environ.get('HTTP_ORIGIN')
@@ -196,7 +197,8 @@ def _check_origins(wsgi_app):
                 != environ.get('HTTP_HOST')):
             return json_response({'error': 'cross_site',
                     'message': "Refused: this request did not come from "
-                    "the inbox page."}, status=403)(environ, start_response)
+                    "the CRM's own page."}, status=403)(environ,
+                start_response)
         return wsgi_app(environ, start_response)
     wrapper.kraya_checks_origins = True
     return wrapper

@@ -231,7 +231,7 @@ function columnElement(column) {
     if (COLOUR.test(column.color || '')) {
         section.style.setProperty('--stage', column.color);
     }
-    moreObserver.observe(more);
+    watchEnd(list);
     return section;
 }
 
@@ -246,6 +246,8 @@ function render(data) {
         sortable.destroy();
     }
     state.sortables = [];
+    endObserver.disconnect();
+    tabObserver.disconnect();
     replace(board, data.columns.map(columnElement));
     replace(tabs, data.columns.map((column) => h('button', {type: 'button',
         class: 'column-tab', dataset: {column: column.id},
@@ -455,6 +457,7 @@ async function loadMore(columnId) {
         }
         button.hidden = !data.more;
         state.columns.get(columnId).more = data.more;
+        watchEnd(list);
     } catch (error) {
         showToast(error.message, 'error');
     } finally {
@@ -462,14 +465,24 @@ async function loadMore(columnId) {
     }
 }
 
-// Columns page in as their end scrolls into view.
-const moreObserver = new IntersectionObserver((entries) => {
+// A column pages in as its last card scrolls into view (inside the
+// column's own scrolling, which the observer takes into account).
+const endObserver = new IntersectionObserver((entries) => {
     for (const entry of entries) {
-        if (entry.isIntersecting && !entry.target.hidden) {
+        if (entry.isIntersecting) {
+            endObserver.unobserve(entry.target);
             loadMore(entry.target.closest('.column').dataset.column);
         }
     }
-}, {rootMargin: '200px'});
+});
+
+function watchEnd(list) {
+    const last = list.querySelector('.card:last-child');
+    const column = state.columns.get(list.dataset.column);
+    if (last && column && column.more) {
+        endObserver.observe(last);
+    }
+}
 
 // On a phone, the tab of the column in view is marked.
 const tabObserver = new IntersectionObserver((entries) => {
