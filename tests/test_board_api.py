@@ -277,6 +277,25 @@ def test_move_writes_the_stage_and_its_history(
         == contacted['total']
 
 
+def test_move_enrols_the_deal_in_the_stages_follow_up_sequence(
+        manager, board_rep, stages, token):
+    "As a desk save does: Proposal Sent has the demo's proposal follow-up."
+    lead, = manager.model('crm.lead', 'create', [{'name': f'Enrol {token}',
+                'phone': '+9198' + str(secrets.randbelow(10 ** 8)).zfill(8),
+                'owner': board_rep.user_id}])
+    manager.model('crm.lead', 'convert', [lead])
+    deal, = manager.search('crm.deal', [('lead', '=', lead)])
+    sequence, = manager.model('crm.stage', 'read',
+        [stages['Proposal Sent'][0]], ['follow_up_sequence'])
+    assert sequence['follow_up_sequence']
+    status, answer = move(board_rep, deal, stages['Proposal Sent'][0])
+    assert status == 200, answer
+    enrolled = manager.search_read('crm.enrollment', [('deal', '=', deal)],
+        ['sequence'])
+    assert [e['sequence'] for e in enrolled] == [
+        sequence['follow_up_sequence']]
+
+
 def test_move_to_lost_without_a_reason_is_refused_and_changes_nothing(
         manager, board_rep, stages, team, token):
     deal = new_deal(manager, f'Lost {token}', board_rep.user_id,
