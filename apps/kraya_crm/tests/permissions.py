@@ -1,0 +1,141 @@
+"""What each role may do, declared once: every model of the module (and
+the party, sale and invoice models it works with), every button, every
+wizard, and the fields some roles may not see.
+
+tests/test_permission_matrix.py proves each entry over real JSON-RPC on a
+running demo site; test_permission_table.py (here) fails when the pool has
+a model, button or wizard this table does not declare, so a model added
+without deciding who may use it cannot land.
+
+Roles are the demo's users: the CRM Manager, a Sales Rep, a Field Agent,
+the Accountant, and `nobody`, a user of the company in no CRM group.
+Access is model access here; which records of a model a role reaches is
+the record rules' work (tests/test_record_rules_rpc.py)."""
+
+ROLES = ('manager', 'rep', 'agent', 'accountant', 'nobody')
+
+# The letters a role gets on a model: r read and search, w write,
+# c create, d delete.
+FULL, READ, NONE = 'rwcd', 'r', ''
+# Settings the manager keeps and every CRM user reads; nobody else.
+SETTINGS = dict(manager=FULL, rep=READ, agent=READ, accountant=READ,
+    nobody=NONE)
+# What the sales team works on; the accountant reads it all.
+SALES_WORK = dict(manager=FULL, rep='rwc', agent='rwc', accountant=READ,
+    nobody=NONE)
+
+MODELS = {
+    'crm.assignment.rule': dict(SETTINGS, accountant=NONE),
+    'crm.business_calendar': SETTINGS,
+    'crm.business_calendar.holiday': SETTINGS,
+    # A singleton: it is written, never created or deleted.
+    'crm.configuration': dict(SETTINGS, manager='rw'),
+    'crm.conversation': SALES_WORK,
+    'crm.dead_letter': dict(manager='rwd', rep=NONE, agent=NONE,
+        accountant=NONE, nobody=NONE),
+    'crm.deal': dict(SALES_WORK, agent='rw'),
+    # A field agent sees no money (the deal's value and lines).
+    'crm.deal.line': dict(SALES_WORK, rep=FULL, agent=NONE),
+    # Written by the deal's stage changes only.
+    'crm.deal.stage_history': dict(manager=READ, rep=READ, agent=READ,
+        accountant=READ, nobody=NONE),
+    'crm.enrollment': SALES_WORK,
+    'crm.lead': SALES_WORK,
+    'crm.lead.consent': SALES_WORK,
+    'crm.lead.merge_log': SALES_WORK,
+    # The score's own rows follow the lead's access (__access__); the
+    # field agent's rule shows them none (FIELDS below).
+    'crm.lead.score_event': SALES_WORK,
+    'crm.lead.score_line': SALES_WORK,
+    'crm.message': SALES_WORK,
+    # A report (table_query): only read means something.
+    'crm.report.first_response': dict(manager=READ, rep=NONE, agent=NONE,
+        accountant=NONE, nobody=NONE),
+    'crm.scoring.model': dict(SETTINGS, manager='rwc'),
+    'crm.scoring.rule': SETTINGS,
+    'crm.sequence': dict(SETTINGS),
+    'crm.sequence.step': dict(SETTINGS),
+    'crm.source': SETTINGS,
+    'crm.stage': SETTINGS,
+    'crm.task': dict(SALES_WORK, rep=FULL),
+    'crm.team': SETTINGS,
+    'crm.whatsapp.inbox': dict(manager=READ, rep=NONE, agent=NONE,
+        accountant=NONE, nobody=NONE),
+    'crm.whatsapp.template': dict(SETTINGS, manager='rwc'),
+    # Customers: the sales team and the accountant keep them; anyone of
+    # the company may look one up; only a manager deletes one.
+    'party.party': dict(manager=FULL, rep='rwc', agent='rwc',
+        accountant='rwc', nobody=READ),
+    }
+
+# Tables of a many-to-many field: not on RPC at all (403), reached only
+# through their field, with its model's access.
+RELATIONS = {
+    'crm.assignment.rule-country.subdivision',
+    'crm.assignment.rule-crm.source',
+    'crm.message-res.user',
+    'crm.team-res.user',
+    }
+
+# Models whose rows are views of others: only read is tried.
+REPORTS = {'crm.report.first_response'}
+SINGLETONS = {'crm.configuration'}
+
+# Models of ours that store nothing (a wizard's form, a page's API): they
+# must offer nothing over RPC but what every view offers.
+VIEW_ONLY = {
+    'crm.enrollment.enrol.start', 'crm.inbox', 'crm.lead.import.result',
+    'crm.lead.import.start', 'crm.lead.merge.start',
+    'crm.lead.reassign.start', 'crm.my_day',
+    'crm.report.first_response.context', 'crm.task.finish.start',
+    'crm.whatsapp.template.sync.done', 'crm.whatsapp.template.sync.start',
+    'crm.whatsapp.webhook',
+    }
+
+SALES_TEAM = {'manager', 'rep'}
+IN_THE_FIELD = {'manager', 'rep', 'agent'}
+BUTTONS = {
+    ('crm.dead_letter', 'ignore'): {'manager'},
+    ('crm.dead_letter', 'replay'): {'manager'},
+    ('crm.enrollment', 'pause'): SALES_TEAM,
+    ('crm.enrollment', 'resume'): SALES_TEAM,
+    ('crm.enrollment', 'stop'): SALES_TEAM,
+    ('crm.lead', 'convert'): SALES_TEAM,
+    ('crm.lead', 'merge'): SALES_TEAM,
+    ('crm.lead', 'open_inbox'): IN_THE_FIELD,
+    ('crm.scoring.model', 'train'): {'manager'},
+    ('crm.source', 'regenerate_key'): {'manager'},
+    ('crm.task', 'cancel'): IN_THE_FIELD,
+    ('crm.task', 'done'): IN_THE_FIELD,
+    ('crm.task', 'reopen'): IN_THE_FIELD,
+    }
+
+WIZARDS = {
+    'crm.enrollment.enrol': SALES_TEAM,
+    'crm.lead.import': SALES_TEAM,
+    'crm.lead.merge': SALES_TEAM,
+    'crm.lead.reassign': {'manager'},
+    'crm.task.finish': IN_THE_FIELD,
+    'crm.whatsapp.template.sync': {'manager'},
+    }
+
+# (model, field): the roles that may NOT read it. A field agent never
+# gets a lead's value to the business: its score, source or campaign, a
+# deal's value. '*' is every row of the model: the rule shows the role
+# none of them.
+HIDDEN = {
+    ('crm.lead', 'score'): {'agent'},
+    ('crm.lead', 'score_lines'): {'agent'},
+    ('crm.lead', 'score_events'): {'agent'},
+    ('crm.lead', 'win_probability'): {'agent'},
+    ('crm.lead', 'win_reasons'): {'agent'},
+    ('crm.lead', 'source'): {'agent'},
+    ('crm.lead', 'campaign'): {'agent'},
+    ('crm.deal', 'value'): {'agent'},
+    ('crm.deal', 'value_text'): {'agent'},
+    ('crm.lead.score_line', '*'): {'agent'},
+    ('crm.lead.score_event', '*'): {'agent'},
+    }
+
+# Beside crm.*: the models of other modules the CRM works with.
+OTHER_MODELS = ('party.party',)
