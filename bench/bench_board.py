@@ -49,8 +49,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench import bench_inbox  # noqa: E402
 from bench.bench_inbox import (  # noqa: E402
-    CITIES, EXTRA_REPS, EXTRA_TEAM, FIRST, LAST, OWNERS, ROLES, TEAM_OF,
-    Copy, Queries, as_web, best_of, plan_summary, plans, raw_connection,
+    CITIES, FIRST, LAST, OWNERS, ROLES, TEAM_OF, Copy, Queries,
+    add_extra_reps, as_web, best_of, plan_summary, plans, raw_connection,
     role_users, run_worker, table_scans)
 from bench.machine import (  # noqa: E402
     describe, postgresql_server, record_results)
@@ -86,9 +86,6 @@ def build_data(site, database, user_id, context, args):
     from trytond.transaction import Transaction
     from kraya_crm.message import utcnow
     pool = Pool(database)
-    User = pool.get('res.user')
-    Team = pool.get('crm.team')
-    ModelData = pool.get('ir.model.data')
     Source = pool.get('crm.source')
     Stage = pool.get('crm.stage')
     Deal = pool.get('crm.deal')
@@ -96,17 +93,8 @@ def build_data(site, database, user_id, context, args):
     timings = {}
     with Transaction().start(database, user_id, context=context) \
             as transaction:
-        rep_group = ModelData.get_id('kraya_crm', 'group_crm_rep')
-        mumbai, = Team.search([], limit=1, order=[('id', 'ASC')])
         company = int(context['company'])
-        extra = User.create([{'login': login, 'name': name,
-                    'groups': [('add', [rep_group])],
-                    'companies': [('add', [company])], 'company': company}
-                for login, name in EXTRA_REPS])
-        pune, = Team.create([{'name': EXTRA_TEAM,
-                    'members': [('add', [u.id for u in extra])]}])
-        users = {u.login: u.id for u in User.search([])}
-        teams = {'Mumbai': mumbai.id, 'Pune': pune.id}
+        users, teams = add_extra_reps(company)
         sources = [s.id for s in Source.search([])]
         stages = Stage.search([], order=[('sequence', 'ASC')])
         stage_weights = [STAGE_SHARES.get(s.sequence, 5) for s in stages]

@@ -184,9 +184,6 @@ def build_data(site, database, user_id, context, args):
     from trytond.transaction import Transaction
     from kraya_crm.message import utcnow
     pool = Pool(database)
-    User = pool.get('res.user')
-    Team = pool.get('crm.team')
-    ModelData = pool.get('ir.model.data')
     Source = pool.get('crm.source')
     Stage = pool.get('crm.stage')
     Deal = pool.get('crm.deal')
@@ -194,17 +191,7 @@ def build_data(site, database, user_id, context, args):
     timings = {}
     with Transaction().start(database, user_id, context=context) \
             as transaction:
-        rep_group = ModelData.get_id('kraya_crm', 'group_crm_rep')
-        mumbai, = Team.search([], limit=1, order=[('id', 'ASC')])
-        extra = User.create([{'login': login, 'name': name,
-                    'groups': [('add', [rep_group])],
-                    'companies': [('add', [int(context['company'])])],
-                    'company': int(context['company'])}
-                for login, name in EXTRA_REPS])
-        pune, = Team.create([{'name': EXTRA_TEAM,
-                    'members': [('add', [u.id for u in extra])]}])
-        users = {u.login: u.id for u in User.search([])}
-        teams = {'Mumbai': mumbai.id, 'Pune': pune.id}
+        users, teams = add_extra_reps(int(context['company']))
         source = Source.get_by_code('whatsapp')
         open_stage, = Stage.search([('kind', '=', 'open')], limit=1,
             order=[('sequence', 'ASC'), ('id', 'ASC')])
@@ -335,6 +322,26 @@ def build_data(site, database, user_id, context, args):
         'thread_conversation': first_conversation,
         'thread_lead': first_lead, 'first_message': first_message,
         'cursor': (now - dt.timedelta(seconds=60)).isoformat() + 'Z'}
+
+
+def add_extra_reps(company):
+    """The reps of EXTRA_REPS in a team of their own (EXTRA_TEAM) beside
+    the demo's: ({login: user id}, {'Mumbai': team id, 'Pune': team id})."""
+    from trytond.pool import Pool
+    pool = Pool()
+    User = pool.get('res.user')
+    Team = pool.get('crm.team')
+    rep_group = pool.get('ir.model.data').get_id('kraya_crm',
+        'group_crm_rep')
+    mumbai, = Team.search([], limit=1, order=[('id', 'ASC')])
+    extra = User.create([{'login': login, 'name': name,
+                'groups': [('add', [rep_group])],
+                'companies': [('add', [company])], 'company': company}
+            for login, name in EXTRA_REPS])
+    pune, = Team.create([{'name': EXTRA_TEAM,
+                'members': [('add', [u.id for u in extra])]}])
+    users = {u.login: u.id for u in User.search([])}
+    return users, {'Mumbai': mumbai.id, 'Pune': pune.id}
 
 
 MESSAGE_COLUMNS = ['id', 'lead', 'direction', 'channel', 'kind', 'body',
