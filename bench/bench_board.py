@@ -218,7 +218,7 @@ def calls():
             lambda Board, a: Board.board('forecast', Filters())),
         'hot': ("first paint, deals of hot leads only",
             lambda Board, a: Board.board('deals', Filters(band='hot'))),
-        'leads': ("leads board's first paint (1,000,000 leads by status)",
+        'leads': ("leads board's first paint (every lead by status)",
             lambda Board, a: Board.board('leads', Filters())),
         'events': ("live poll, `changed_since` a minute ago",
             lambda Board, a: Board.changed_since('deals', Filters(),
