@@ -4,7 +4,6 @@ import configparser
 import contextlib
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -15,6 +14,7 @@ import psycopg
 import pytest
 
 from kraya_site import sites
+from kraya_site.own_postgres import free_port
 from kraya_peers.smtp import SmtpSink
 from kraya_peers.whatsapp import Simulator
 
@@ -22,12 +22,6 @@ from .rpc import RpcSession
 
 TEST_DATABASE = os.environ.get('KRAYA_TEST_DATABASE', '').rstrip('/')
 SCREENSHOTS = Path(__file__).parent / 'screenshots'
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 class RunningSite:

@@ -1,5 +1,6 @@
 """What every public endpoint of ours shares: a per-client rate limit, a
 body size limit, and JSON answers."""
+import contextvars
 import json
 import logging
 import threading
@@ -7,6 +8,7 @@ import time
 from collections import deque
 
 import trytond.config as config
+from trytond import backend
 from trytond.protocols.wrappers import Response
 from trytond.transaction import Transaction
 from trytond.url import HOSTNAME, http_base
@@ -45,15 +47,64 @@ class RateLimiter:
             return True
 
 
+class SharedRateLimiter:
+    """The same limit for every process serving the database of the request
+    (PostgreSQL: several web processes, on several machines), counted in
+    the database (throttle.py). Outside a request, or when the database
+    cannot count, this process's own count decides."""
+
+    def __init__(self, name, limit, seconds):
+        self.name = name
+        self.limit = limit
+        self.seconds = seconds
+        self.local = RateLimiter(limit, seconds)
+
+    def allow(self, key):
+        from . import throttle
+        database_name = _request_database.get()
+        if not throttle.shared(database_name):
+            return self.local.allow(key)
+        try:
+            return throttle.count_request(database_name, self.name, key,
+                self.limit, self.seconds)
+        except backend.DatabaseOperationalError:
+            # Down or busy: the request meets the same error where it needs
+            # the database and is answered 503; a page that needs none
+            # stays within this process's own count.
+            logger.warning("rate limit %s counted in this process only",
+                self.name, exc_info=True)
+            return self.local.allow(key)
+
+
 _limiters = {}
+# The database named by the path of the request being served (/<db>/...).
+_request_database = contextvars.ContextVar('kraya_database', default=None)
 
 
 def limiter(name, setting_name, default):
     "The limiter of one kind of request: [kraya_crm] setting_name a minute."
     if name not in _limiters:
-        _limiters[name] = RateLimiter(
-            setting(setting_name, default), seconds=60)
+        limit = setting(setting_name, default)
+        _limiters[name] = (SharedRateLimiter(name, limit, seconds=60)
+            if backend.name == 'postgresql'
+            else RateLimiter(limit, seconds=60))
     return _limiters[name]
+
+
+def knows_request_database(wsgi_app):
+    "WSGI middleware: the limiters learn the database a request is for."
+    def wrapper(environ, start_response):
+        database_name = environ.get('PATH_INFO', '').split('/')[1:2]
+        token = _request_database.set(
+            database_name[0] if database_name else None)
+        try:
+            return wsgi_app(environ, start_response)
+        finally:
+            _request_database.reset(token)
+    # The marks of the middlewares below (routes._check_origins) stay seen.
+    wrapper.__dict__.update(getattr(wsgi_app, '__dict__', {}))
+    wrapper.kraya_knows_database = True
+    return wrapper
 
 
 def setting(name, default, type_=int):

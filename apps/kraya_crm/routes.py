@@ -51,7 +51,8 @@ from .board import PAGE as BOARD_PAGE, Filters
 from .capture import capture_company
 from .exceptions import InboxRefusal, NoCompanyError
 from .http import (
-    client_ip, json_response, limiter, read_body, secret, setting)
+    client_ip, json_response, knows_request_database, limiter, read_body,
+    secret, setting)
 from .exceptions import MailSettingError
 from .mail import UNSUBSCRIBE_MAX_BYTES, NotAnEmail
 from .message import utcnow
@@ -206,6 +207,8 @@ def _check_origins(wsgi_app):
 
 if not getattr(app.wsgi_app, 'kraya_checks_origins', False):
     app.wsgi_app = _check_origins(app.wsgi_app)
+if not getattr(app.wsgi_app, 'kraya_knows_database', False):
+    app.wsgi_app = knows_request_database(app.wsgi_app)
 
 
 def cors_headers(source, origin):

@@ -7,11 +7,13 @@ SendResult saying what to do next, 'sent' (with the wamid), 'retry' (later,
 after retry_after seconds), 'reengage' (the 24-hour window is closed: send
 a template), 'invalid_number', 'marketing_opt_out' (the lead stopped
 marketing messages) or 'failed'. Sends of one business number share a
-token bucket in this process, so a burst waits instead of being refused by
+pace (a token bucket in this process; on PostgreSQL one kept in the
+database for every worker), so a burst waits instead of being refused by
 Meta's throughput limit. The other calls raise GraphError, which says
 whether trying again may help."""
 import http.client
 import json
+import logging
 import re
 import threading
 import time
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 
 from .http import setting
 from .outbox import SendResult
+
+logger = logging.getLogger(__name__)
 
 # Graph error code -> (outcome, seconds to wait before trying again).
 ERRORS = {
@@ -100,16 +104,55 @@ class TokenBucket:
             time.sleep(wait)
 
 
+class SharedPace:
+    """The same pace for every worker sending from the number, on any
+    machine (PostgreSQL): each send reserves its slot in the database
+    (throttle.take_send_slot) and sleeps until it. Outside a transaction,
+    or when the database cannot say, this process's bucket paces it."""
+
+    def __init__(self, phone_number_id, rate):
+        self.phone_number_id = phone_number_id
+        self.local = TokenBucket(rate)
+        self.rate = self.local.rate
+
+    def set_rate(self, rate):
+        self.local.set_rate(rate)
+        self.rate = self.local.rate
+
+    def take(self):
+        from trytond import backend
+        from trytond.transaction import Transaction
+
+        from . import throttle
+        database = Transaction().database
+        name = database.name if database else None
+        if not throttle.shared(name):
+            return self.local.take()
+        try:
+            wait = throttle.take_send_slot(name, self.phone_number_id,
+                self.rate, self.local.capacity)
+        except backend.DatabaseOperationalError:
+            logger.warning("the pace of %s kept in this process only",
+                self.phone_number_id, exc_info=True)
+            return self.local.take()
+        if wait:
+            time.sleep(wait)
+
+
 _buckets = {}
 _buckets_lock = threading.Lock()
 
 
 def bucket_for(phone_number_id, rate):
-    "The bucket shared by every send from this number in the process."
+    """What paces every send from this number: a bucket of this process,
+    or on PostgreSQL the pace the database keeps for every worker."""
+    from trytond import backend
     with _buckets_lock:
         bucket = _buckets.get(phone_number_id)
         if bucket is None:
-            bucket = _buckets[phone_number_id] = TokenBucket(rate)
+            bucket = _buckets[phone_number_id] = (
+                SharedPace(phone_number_id, rate)
+                if backend.name == 'postgresql' else TokenBucket(rate))
         elif bucket.rate != rate:
             bucket.set_rate(rate)  # the configuration changed
         return bucket

@@ -1,5 +1,6 @@
 """./crm bench [NAME]: run the benchmarks in bench/ (bench/bench_NAME.py,
-or all of them), each in its own process."""
+or all of them), each in its own process; ./crm chaos: the fault-injection
+run (bench/chaos.py)."""
 import os
 import subprocess
 import sys
@@ -27,3 +28,15 @@ def cmd_bench(args):
             cwd=sites.ROOT)
         if result.returncode:
             raise SiteError(f'{script.name} failed (exit {result.returncode})')
+
+
+def cmd_chaos(args):
+    """Kill processes and restart the database under mixed traffic on the
+    production shape, then check nothing was lost (bench/chaos.py)."""
+    result = subprocess.run([sys.executable,
+            str(sites.ROOT / 'bench' / 'chaos.py'), *args.chaos_args],
+        env=dict(os.environ, KRAYA_ROOT=str(sites.ROOT)), cwd=sites.ROOT)
+    if result.returncode:
+        raise SiteError('the fault-injection run lost or doubled something '
+            '(see above)' if result.returncode == 1
+            else f'chaos.py failed (exit {result.returncode})')

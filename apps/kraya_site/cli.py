@@ -38,8 +38,9 @@ def cmd_start(args):
         print('The code changed since the last start: updating the '
             'database (./crm migrate)...', flush=True)
         site.migrate()
-    processes = supervise.site_commands(site, site_processes(site))
-    print_banner(site)
+    shape = supervise.process_settings(site, web_workers=args.web_workers)
+    processes = supervise.site_commands(site, site_processes(site), shape)
+    print_banner(site, shape)
     print_setting_warnings(site)
     env = site.environ()
     env['PATH'] = os.path.dirname(sys.executable) + os.pathsep + env['PATH']
@@ -91,9 +92,13 @@ def is_local(url):
     return urllib.parse.urlsplit(url).hostname in {'127.0.0.1', 'localhost'}
 
 
-def print_banner(site):
+def print_banner(site, shape):
     print()
     print(f'Kraya CRM is starting at {site.url}')
+    if not site.is_sqlite:
+        print('Production shape (PostgreSQL): the web by gunicorn, '
+            f'{shape["web_workers"]} processes of {shape["web_threads"]} '
+            f'threads; {shape["queue_workers"]} queue workers; one cron.')
     if (site.path / '.demo').exists():
         print('Demo logins (login / password):')
         for login, password, role in DEMO_LOGINS:
@@ -112,6 +117,12 @@ def print_setting_warnings(site):
     demo = settings.is_demo(get('demo'))
     for line in settings.warnings(get, demo):
         print(f'Warning: {line}')
+    if not site.is_sqlite and config.get(
+            'cache', 'clean_timeout', fallback='') != '0':
+        print('Warning: [cache] clean_timeout is not 0: a setting or rule '
+            'changed in one process is seen by the others only after up to '
+            '5 minutes. Set it to 0 in trytond.conf (PostgreSQL tells them '
+            'at once; docs/deploy.md).')
     sender = config.get('email', 'from', fallback='')
     if not demo and sender.rstrip('>').endswith('@localhost'):
         print(f'Warning: [email] from is "{sender}", which no mail server '
@@ -270,6 +281,31 @@ def cmd_mail_sink(args):
         raise SiteError(f'cannot listen on port {port}: {exception}')
 
 
+def cmd_backup(args):
+    """Back up a site while it runs: its database and files in one archive
+    (SQLite's online backup, PostgreSQL's pg_dump)."""
+    from . import backup
+    site = sites.site_named(args.site)
+    path = backup.backup(site, args.out)
+    size = path.stat().st_size / 1024 / 1024
+    print(f'Backed up site "{site.name}" to {path} ({size:.1f} MB).')
+    print(f'Restore it with: ./crm restore {path} [--site NEWNAME]')
+
+
+def cmd_restore(args):
+    "Make a site from a backup: under its own name, or a new one."
+    from . import backup
+    root = None
+    name = args.site
+    if name and os.sep in name:
+        path = Path(name).resolve()
+        name, root = path.name, path.parent
+    site = backup.restore(args.file, name=name, db_uri=args.db,
+        listen=args.listen, root=root)
+    print(f'Restored site "{site.name}" in {site.path}.')
+    print(f'Run it with: ./crm start --site {args.site or site.name}')
+
+
 def cmd_test(args):
     "Install what the tests need and run the whole suite with pytest."
     ensure_chromium()
@@ -323,6 +359,9 @@ def parser():
     start = commands.add_parser('start', help=cmd_start.__doc__)
     start.add_argument('--site', default='default',
         help="a site's name, or the path of its folder")
+    start.add_argument('--web-workers', type=int, metavar='N',
+        help="PostgreSQL: gunicorn's worker processes for this run "
+        "(default: [processes] web_workers of trytond.conf, else 4)")
     start.set_defaults(func=cmd_start)
 
     service_files = commands.add_parser(
@@ -366,6 +405,26 @@ def parser():
     add_business_options(setup_company)
     setup_company.set_defaults(func=cmd_setup_company)
 
+    backup = commands.add_parser('backup', help=cmd_backup.__doc__)
+    backup.add_argument('--site', default='default',
+        help="a site's name, or the path of its folder")
+    backup.add_argument('--out', metavar='PATH',
+        help="a folder (default backups/) or a file name ending .tar.gz")
+    backup.set_defaults(func=cmd_backup)
+
+    restore = commands.add_parser('restore', help=cmd_restore.__doc__)
+    restore.add_argument('file', help="a backup made by ./crm backup")
+    restore.add_argument('--site', metavar='NEWNAME',
+        help="the new site's name or folder (default: the backup's site, "
+        "which must not exist)")
+    restore.add_argument('--db', metavar='URI',
+        help="PostgreSQL: the server (and database name) to restore on "
+        "(default: the backup's server)")
+    restore.add_argument('--listen', metavar='HOST:PORT',
+        help="where the new site's web server listens (default: the "
+        "backup's)")
+    restore.set_defaults(func=cmd_restore)
+
     lock = commands.add_parser('lock', help=cmd_lock.__doc__)
     lock.add_argument('--upgrade', action='store_true',
         help="move every package to its newest version within pyproject.toml")
@@ -405,6 +464,13 @@ def parser():
         help="who imports: the new leads' owner and team (default admin)")
     import_.set_defaults(func=cmd_import)
 
+    from .bench_cli import cmd_chaos
+    chaos = commands.add_parser('chaos', help=cmd_chaos.__doc__)
+    chaos.add_argument('chaos_args', nargs=argparse.REMAINDER,
+        help="--seconds 180, --kill-every 5, --no-postgres-restart, "
+        "--no-results")
+    chaos.set_defaults(func=cmd_chaos)
+
     from .bench_cli import cmd_bench
     bench = commands.add_parser('bench', help=cmd_bench.__doc__)
     bench.add_argument('name', nargs='?', help="e.g. import")
@@ -425,9 +491,12 @@ def main(argv=None):
     # pytest's own options (./crm test -q -k rules) pass through untouched.
     args, extra = parser().parse_known_args(argv)
     if extra:
-        if args.command != 'test':
+        if args.command not in {'test', 'chaos'}:
             parser().error('unrecognized arguments: ' + ' '.join(extra))
-        args.pytest_args = extra + list(args.pytest_args)
+        if args.command == 'test':
+            args.pytest_args = extra + list(args.pytest_args)
+        else:
+            args.chaos_args = extra + list(args.chaos_args)
     if not args.command:
         parser().print_help()
         return 2

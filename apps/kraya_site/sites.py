@@ -37,6 +37,26 @@ DEMO_EMAIL_URI = 'smtp://127.0.0.1:8025'
 REAL_EMAIL_URI = 'smtp://localhost:25'
 
 
+# What a site on PostgreSQL adds to trytond.conf: it runs the production
+# shape, several processes that share through the database what one
+# process would keep in memory (docs/deploy.md).
+PRODUCTION_CONFIG = """
+[cache]
+# A setting, access right or record rule changed in one process is cleared
+# from every other's cache at once, announced by PostgreSQL (LISTEN/NOTIFY
+# on channel ir_cache), not found up to 5 minutes later.
+clean_timeout = 0
+
+[processes]
+# ./crm start: gunicorn's worker processes and the threads of each for the
+# web (./crm start --web-workers N for one run), and how many trytond-worker
+# processes run the queue.
+web_workers = 4
+web_threads = 4
+queue_workers = 2
+"""
+
+
 class SiteError(Exception):
     "A problem the user can fix, reported without a traceback."
 
@@ -73,9 +93,13 @@ class Site:
         return self.database_uri.startswith('sqlite')
 
     @property
+    def listen(self):
+        "[web] listen: where the web process takes requests (host:port)."
+        return self.config().get('web', 'listen', fallback='127.0.0.1:8000')
+
+    @property
     def url(self):
-        listen = self.config().get('web', 'listen', fallback='127.0.0.1:8000')
-        host, port = listen.rsplit(':', 1)
+        host, port = self.listen.rsplit(':', 1)
         if host in {'0.0.0.0', '*', ''}:
             host = '127.0.0.1'
         return f'http://{host}:{port}/'
@@ -124,6 +148,8 @@ class Site:
         for key, value in own.items():
             text = re.sub(rf'^{key} = .*$', lambda _: f'{key} = {value}',
                 text, flags=re.MULTILINE)
+        if db_uri:
+            text += PRODUCTION_CONFIG
         self.path.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(text)
 

@@ -47,6 +47,12 @@ class Process:
     argv: list
 
 
+# The processes of the production shape ([processes] of a PostgreSQL
+# site's trytond.conf): gunicorn's worker processes and their threads, and
+# how many trytond-worker processes run the queue.
+PROCESS_DEFAULTS = {'web_workers': 4, 'web_threads': 4, 'queue_workers': 2}
+
+
 def read_procfile(path=None):
     "The Procfile's {name: command line}, in its order."
     path = path or sites.ROOT / 'Procfile'
@@ -58,21 +64,62 @@ def read_procfile(path=None):
     return commands
 
 
-def procfile_variables(site):
+def site_procfile(site):
+    """The commands of the site's processes: the Procfile's, and on
+    PostgreSQL the production shape, Procfile.production's lines in place
+    of those of the same name."""
+    commands = read_procfile()
+    if not site.is_sqlite:
+        commands.update(read_procfile(sites.ROOT / 'Procfile.production'))
+    return commands
+
+
+def process_settings(site, **overrides):
+    """[processes] of the site's trytond.conf, each a number, with the
+    defaults and the given overrides (./crm start --web-workers)."""
+    config = site.config()
+    values = {}
+    for name, default in PROCESS_DEFAULTS.items():
+        value = overrides.get(name)
+        if value is None:
+            value = config.get('processes', name, fallback=default)
+        try:
+            values[name] = int(value)
+        except ValueError:
+            raise SiteError(f'[processes] {name} is "{value}", not a number')
+        if values[name] < 1:
+            raise SiteError(f'[processes] {name} must be 1 or more')
+    return values
+
+
+def process_count(site, name, settings):
+    "How many of the Procfile's process `name` the site runs."
+    if name == 'worker' and not site.is_sqlite:
+        # SQLite has one writer: one worker there.
+        return settings['queue_workers']
+    return 1
+
+
+def procfile_variables(site, settings):
     "What the Procfile's commands may say: $KRAYA_CONFIG and friends."
     return {
         'KRAYA_CONFIG': str(site.config_file),
         'KRAYA_DATABASE': site.database,
         'KRAYA_SITE': str(site.path),
+        'KRAYA_LISTEN': site.listen,
+        'KRAYA_WEB_WORKERS': str(settings['web_workers']),
+        'KRAYA_WEB_THREADS': str(settings['web_threads']),
         }
 
 
-def site_commands(site, names, procfile=None):
+def site_commands(site, names, settings=None, procfile=None):
     """The named Procfile processes with the site's values in their
     commands and each program as a path in the virtualenv, so that a
-    supervisor or systemd runs them without a shell between."""
-    commands = read_procfile(procfile)
-    variables = procfile_variables(site)
+    supervisor or systemd runs them without a shell between. A process the
+    site runs several of is named worker-1, worker-2..."""
+    commands = read_procfile(procfile) if procfile else site_procfile(site)
+    settings = settings or process_settings(site)
+    variables = procfile_variables(site, settings)
 
     def expand(word, name):
         def value(match):
@@ -89,7 +136,12 @@ def site_commands(site, names, procfile=None):
         argv = [expand(word, name) for word in shlex.split(commands[name])]
         argv[0] = shutil.which(
             argv[0], path=os.path.dirname(sys.executable)) or argv[0]
-        processes.append(Process(name, argv))
+        count = process_count(site, name, settings)
+        if count == 1:
+            processes.append(Process(name, argv))
+        else:
+            processes += [Process(f'{name}-{number}', argv)
+                for number in range(1, count + 1)]
     return processes
 
 

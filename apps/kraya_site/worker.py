@@ -4,8 +4,17 @@ so there one process polls ir.queue: the same tasks, run the same way,
 off the request that queued them.
 
     python -m kraya_site.worker -c sites/default/trytond.conf -d default
+
+trytond-worker keeps one connection to LISTEN and take tasks on. When the
+database restarts, that connection is gone and trytond-worker tries it
+again forever without reconnecting (its pool's processes reconnect, the
+loop does not): it would never take a task again. Here it exits instead,
+and its supervisor (supervisord, systemd) starts a new one, which connects
+once the database is back. Tasks it was running are put back in the queue
+by the cron (kraya_crm/queue.py); none is lost.
 """
 import logging
+import sys
 import time
 
 import trytond.commandline as commandline
@@ -15,12 +24,49 @@ logger = logging.getLogger(__name__)
 IDLE_SECONDS = 0.2
 
 
+# The exit status of a worker that lost its database (EX_TEMPFAIL).
+EXIT_RECONNECT = 75
+
+
+class QueueConnectionLost(Exception):
+    "trytond-worker's connection to the queue is broken."
+
+
+def exit_when_disconnected(Queue):
+    """trytond.worker's Queue, raising QueueConnectionLost once its own
+    connection (LISTEN, pull) is broken, instead of failing the same way
+    forever."""
+    from trytond import backend
+
+    class ExitingQueue(Queue):
+        def _check(self, call, *args):
+            try:
+                return call(*args)
+            except backend.DatabaseOperationalError as error:
+                if self.connection.broken or self.connection.closed:
+                    raise QueueConnectionLost(
+                        f"the queue's connection is lost ({error})")
+                raise
+
+        def pull(self, name=None):
+            return self._check(super().pull, name)
+
+        def get_notifications(self):
+            return self._check(super().get_notifications)
+    return ExitingQueue
+
+
 def poll(database_name, name=None):
     from trytond.pool import Pool
     from trytond.transaction import Transaction
     from trytond.worker import run_task
     with Transaction().start(database_name, 0, readonly=True):
         Pool(database_name).init()
+    with Transaction().start(database_name, 0) as transaction:
+        # The site's only worker: a task taken and not finished was its
+        # predecessor's, which died running it.
+        Pool().get('ir.queue').requeue_all_taken()
+        transaction.commit()
     logger.info("polling the queue of %s", database_name)
     while True:
         task_id = claim_next(database_name, name)
@@ -74,7 +120,13 @@ def main():
         import trytond.worker as worker
         from trytond.pool import Pool
         Pool.start()
-        worker.work(options)
+        worker.Queue = exit_when_disconnected(worker.Queue)
+        try:
+            worker.work(options)
+        except QueueConnectionLost as exception:
+            logger.error("%s: exiting, for the supervisor to start a worker "
+                "that connects again", exception)
+            sys.exit(EXIT_RECONNECT)
         return
     if not config.getboolean('queue', 'worker', default=False):
         logger.info("[queue] worker is off: tasks run in the request")

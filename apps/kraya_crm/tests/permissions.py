@@ -49,6 +49,10 @@ MODELS = {
     'crm.lead.score_line': SALES_WORK,
     'crm.message': SALES_WORK,
     # A report (table_query): only read means something.
+    # What the processes share to keep one rate (throttle.py): the
+    # system's own counts, no user's business.
+    'crm.rate_limit': dict.fromkeys(ROLES, NONE),
+    'crm.send_pace': dict.fromkeys(ROLES, NONE),
     'crm.report.first_response': dict(manager=READ, rep=NONE, agent=NONE,
         accountant=NONE, nobody=NONE),
     'crm.scoring.model': dict(SETTINGS, manager='rwc'),
