@@ -92,7 +92,10 @@ TEMPLATE_BODY = "Hi {name}, thank you for your interest in Shree Ganesh " \
 # ---- the measurements, each in a process of its own (trytond reads the
 # site's configuration once, when first imported) ----
 
-def worker(args):
+def worker(args, runs=None):
+    """Run args.worker (runs: name to function(site, database, user_id,
+    context, args); the inbox's by default) on the site and print its JSON
+    answer."""
     sys.path.insert(0, str(ROOT / 'apps'))
     from kraya_site.import_cli import use_site, user_context
     from kraya_site.sites import Site
@@ -104,10 +107,10 @@ def worker(args):
     Pool(database).init()
     with Transaction().start(database, 0, readonly=True):
         user_id, context = user_context('admin')
-    run = {'setup': build_data, 'ours': time_ours, 'peer': time_peer,
-        'raw': time_raw}[args.worker]
+    run = (runs or {'setup': build_data, 'ours': time_ours,
+            'peer': time_peer, 'raw': time_raw})[args.worker]
     result = run(site, database, user_id, context, args)
-    print(json.dumps(result))
+    print(json.dumps(result, default=str))
 
 
 class Copy:
@@ -181,9 +184,6 @@ def build_data(site, database, user_id, context, args):
     from trytond.transaction import Transaction
     from kraya_crm.message import utcnow
     pool = Pool(database)
-    User = pool.get('res.user')
-    Team = pool.get('crm.team')
-    ModelData = pool.get('ir.model.data')
     Source = pool.get('crm.source')
     Stage = pool.get('crm.stage')
     Deal = pool.get('crm.deal')
@@ -191,17 +191,7 @@ def build_data(site, database, user_id, context, args):
     timings = {}
     with Transaction().start(database, user_id, context=context) \
             as transaction:
-        rep_group = ModelData.get_id('kraya_crm', 'group_crm_rep')
-        mumbai, = Team.search([], limit=1, order=[('id', 'ASC')])
-        extra = User.create([{'login': login, 'name': name,
-                    'groups': [('add', [rep_group])],
-                    'companies': [('add', [int(context['company'])])],
-                    'company': int(context['company'])}
-                for login, name in EXTRA_REPS])
-        pune, = Team.create([{'name': EXTRA_TEAM,
-                    'members': [('add', [u.id for u in extra])]}])
-        users = {u.login: u.id for u in User.search([])}
-        teams = {'Mumbai': mumbai.id, 'Pune': pune.id}
+        users, teams = add_extra_reps(int(context['company']))
         source = Source.get_by_code('whatsapp')
         open_stage, = Stage.search([('kind', '=', 'open')], limit=1,
             order=[('sequence', 'ASC'), ('id', 'ASC')])
@@ -334,6 +324,26 @@ def build_data(site, database, user_id, context, args):
         'cursor': (now - dt.timedelta(seconds=60)).isoformat() + 'Z'}
 
 
+def add_extra_reps(company):
+    """The reps of EXTRA_REPS in a team of their own (EXTRA_TEAM) beside
+    the demo's: ({login: user id}, {'Mumbai': team id, 'Pune': team id})."""
+    from trytond.pool import Pool
+    pool = Pool()
+    User = pool.get('res.user')
+    Team = pool.get('crm.team')
+    rep_group = pool.get('ir.model.data').get_id('kraya_crm',
+        'group_crm_rep')
+    mumbai, = Team.search([], limit=1, order=[('id', 'ASC')])
+    extra = User.create([{'login': login, 'name': name,
+                'groups': [('add', [rep_group])],
+                'companies': [('add', [company])], 'company': company}
+            for login, name in EXTRA_REPS])
+    pune, = Team.create([{'name': EXTRA_TEAM,
+                'members': [('add', [u.id for u in extra])]}])
+    users = {u.login: u.id for u in User.search([])}
+    return users, {'Mumbai': mumbai.id, 'Pune': pune.id}
+
+
 MESSAGE_COLUMNS = ['id', 'lead', 'direction', 'channel', 'kind', 'body',
     'attachment', 'provider_id', 'address', 'status', 'at', 'sent_at',
     'author', 'create_uid', 'create_date']
@@ -446,9 +456,10 @@ class Queries(logging.Handler):
 INBOX_TABLES = re.compile(r'"(crm_conversation|crm_message)"')
 
 
-def plans(queries):
-    """EXPLAIN (ANALYZE, BUFFERS) of the SELECTs on crm_conversation or
-    crm_message (SQLite: EXPLAIN QUERY PLAN), in the transaction."""
+def plans(queries, tables=INBOX_TABLES):
+    """EXPLAIN (ANALYZE, BUFFERS) of the SELECTs on the tables (a regex of
+    their quoted names: crm_conversation or crm_message), SQLite's EXPLAIN
+    QUERY PLAN, in the transaction."""
     from trytond import backend
     from trytond.transaction import Transaction
     cursor = Transaction().connection.cursor()
@@ -456,7 +467,7 @@ def plans(queries):
     for query in queries:
         query = query.strip()
         if (not query.upper().startswith('SELECT')
-                or not INBOX_TABLES.search(query) or query in seen):
+                or not tables.search(query) or query in seen):
             continue
         seen.add(query)
         if backend.name == 'postgresql':
@@ -629,9 +640,9 @@ def raw_queries(postgresql, user, teams, company, args):
     return queries
 
 
-def time_raw(site, database, user_id, context, args):
-    """Each call's single SELECT, timed on a connection of its own
-    (psycopg, or sqlite3 for SQLite), best of --runs after a warm-up."""
+def role_users(database):
+    """{login: ({'id', 'manager'}, the ids of their teams)} of ROLES, for
+    the record rules written by hand."""
     from trytond.pool import Pool
     from trytond.transaction import Transaction
     pool = Pool(database)
@@ -646,15 +657,24 @@ def time_raw(site, database, user_id, context, args):
                 teams = list(User.get_crm_teams())
             users[login] = ({'id': user.id, 'manager': manager_group in
                         [g.id for g in user.groups]}, teams)
+    return users
+
+
+def raw_connection(site, database):
+    "(a connection of its own to the site's database, whether PostgreSQL)."
     if site.is_sqlite:
         import sqlite3
-        connection = sqlite3.connect(site.path / f'{database}.sqlite')
-        postgresql = False
-    else:
-        import psycopg
-        connection = psycopg.connect(site.database_uri.rstrip('/') + '/'
-            + database)
-        postgresql = True
+        return sqlite3.connect(site.path / f'{database}.sqlite'), False
+    import psycopg
+    return psycopg.connect(site.database_uri.rstrip('/') + '/'
+        + database), True
+
+
+def time_raw(site, database, user_id, context, args):
+    """Each call's single SELECT, timed on a connection of its own
+    (psycopg, or sqlite3 for SQLite), best of --runs after a warm-up."""
+    users = role_users(database)
+    connection, postgresql = raw_connection(site, database)
     result = {}
     try:
         for login in ROLES:
@@ -690,8 +710,9 @@ def time_raw(site, database, user_id, context, args):
 
 # ---- the driver ----
 
-def run_worker(kind, site, **options):
-    command = [sys.executable, __file__, '--worker', kind, '--site',
+def run_worker(kind, site, script=__file__, **options):
+    "The JSON a worker of the script printed last."
+    command = [sys.executable, script, '--worker', kind, '--site',
         site.name, '--site-root', str(site.path.parent)]
     for name, value in options.items():
         if value is True:
@@ -745,16 +766,16 @@ def scans(plan):
         if any(word in line for word in [' Scan ', 'SCAN', 'SEARCH'])]
 
 
-def table_scans(entry):
-    """The lines of a plan that read crm_conversation or crm_message by
-    their table rather than an index (PostgreSQL: Seq Scan, with the rows
-    it read; SQLite: SCAN of the table's alias without an index)."""
+def table_scans(entry, names='crm_conversation|crm_message'):
+    """The lines of a plan that read the tables (names: a regex) by the
+    table rather than an index (PostgreSQL: Seq Scan, with the rows it
+    read; SQLite: SCAN of the table's alias without an index)."""
     aliases = {alias for _, alias in re.findall(
-            r'"(crm_conversation|crm_message)" AS "(\w+)"', entry['sql'])}
+            rf'"({names})" AS "(\w+)"', entry['sql'])}
     found = []
     for line in entry['plan']:
         line = line.strip().lstrip('->').strip()
-        if re.match(r'Seq Scan on (crm_conversation|crm_message)\b', line):
+        if re.match(rf'Seq Scan on ({names})\b', line):
             found.append(re.sub(r'\s*\(cost=.*?\)', '', line))
         match = re.fullmatch(r'SCAN (\w+)', line)
         if match and match[1] in aliases:

@@ -36,6 +36,8 @@ ROUTES = {
     '/<database_name>/crm/my-day': DESK_PAGE,
     '/<database_name>/crm/my-day/api/<path:action>': DESK_API,
     '/<database_name>/crm/my-day/inbox/<int:lead_id>': DESK_PAGE,
+    '/<database_name>/crm/board': DESK_PAGE,
+    '/<database_name>/crm/board/api/<path:action>': DESK_API,
     }
 
 
@@ -82,6 +84,13 @@ PAGES = {
             ('POST', 'conversations/{conversation}/notes', {'text': "x"}),
             ('POST', 'conversations/{conversation}/messages',
                 {'text': "x"}),
+            ],
+        },
+    'board': {
+        'read': 'board',
+        'change': ('leads/{lead}/move', {'status': 'contacted'}),
+        'others': [
+            ('POST', 'leads/{lead}/move', {'status': 'contacted'}),
             ],
         },
     'my-day': {

@@ -132,6 +132,14 @@ class Deal(OwnedMixin, ModelSQL, ModelView):
         cls._record_stage_changes(moves)
 
     @classmethod
+    def board_card_badges(cls, deals):
+        """The badges on each deal's card of the pipeline board:
+        {deal id: [{'kind': str, 'text': str, 'tone': 'neutral', 'good',
+        'warning' or 'bad'}, ...]}. Modules add theirs (the invoice and
+        payment state) by extending it and calling super()."""
+        return {deal.id: [] for deal in deals}
+
+    @classmethod
     def _record_stage_changes(cls, moves):
         "Write who moved which deal to which stage, and how long it sat before."
         pool = Pool()

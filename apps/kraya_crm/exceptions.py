@@ -42,9 +42,11 @@ class InboxRefusal(UserError):
     """What the team inbox cannot do, with the code its page reads beside
     the message it shows."""
 
-    def __init__(self, code, message):
+    def __init__(self, code, message, **details):
         super().__init__(message)
         self.code = code
+        # More for the page to read (the fields a stage asks for).
+        self.details = details
 
 
 class MediaError(UserError):

@@ -203,12 +203,8 @@ class Deal(metaclass=PoolMeta):
 
     @classmethod
     def board_card_badges(cls, deals):
-        """The pipeline board's badges of each deal: the base's (on the
-        board branch), then its invoice and payment state."""
-        # Until the board's base is merged, crm.deal may not have one: the
-        # lead removes this guard after merging branch "board".
-        base = getattr(super(), 'board_card_badges', None)
-        badges = base(deals) if base else {d.id: [] for d in deals}
+        "The pipeline board's badges of each deal, with its invoice state."
+        badges = super().board_card_badges(deals)
         for deal in deals:
             state = deal.invoice_state
             if not state:

@@ -16,6 +16,8 @@ letter, never lost.
     GET  /<db>/crm/my-day                    a rep's day on the phone (desk session)
     GET|POST /<db>/crm/my-day/api/...        what the My day page reads and does
     GET  /<db>/crm/my-day/inbox/<lead>       a lead's conversation, made if missing
+    GET  /<db>/crm/board                     the pipeline board (desk session)
+    GET|POST /<db>/crm/board/api/...         what the board reads and does
 
 Imported from the module's __init__, as Tryton's marketing_automation
 registers its own."""
@@ -45,6 +47,7 @@ from trytond.wsgi import app
 from werkzeug.utils import redirect
 
 from . import mail, whatsapp
+from .board import PAGE as BOARD_PAGE, Filters
 from .capture import capture_company
 from .exceptions import InboxRefusal, NoCompanyError
 from .http import (
@@ -178,12 +181,13 @@ def _accept(pool, body, tries=3):
 
 # The inbox's API, whose requests from another site are refused with a
 # JSON answer (trytond would fail them with a 500 page).
-INBOX_API_PATH = re.compile(r'/crm/(?:inbox|my-day)/api/')
+INBOX_API_PATH = re.compile(r'/crm/(?:inbox|my-day|board)/api/')
 
 
 def _check_origins(wsgi_app):
     """Before trytond sees the Origin header: a web form's is ours to judge
-    (its allowed origins), and a foreign one on the inbox is refused."""
+    (its allowed origins), and a foreign one on our pages' APIs (inbox,
+    My day, board) is refused."""
     def wrapper(environ, start_response):
         path = environ.get('PATH_INFO', '')
         origin = environ.get('HTTP_ORIGIN')
@@ -194,7 +198,8 @@ def _check_origins(wsgi_app):
                 != environ.get('HTTP_HOST')):
             return json_response({'error': 'cross_site',
                     'message': "Refused: this request did not come from "
-                    "the inbox page."}, status=403)(environ, start_response)
+                    "the CRM's own page."}, status=403)(environ,
+                start_response)
         return wsgi_app(environ, start_response)
     wrapper.kraya_checks_origins = True
     return wrapper
@@ -775,7 +780,8 @@ INBOX_API = [
     ]
 INBOX_API = [(method, re.compile(pattern), handler, status)
     for method, pattern, handler, status in INBOX_API]
-INBOX_STATUSES = {'not_found': 404, 'not_allowed': 403, 'too_large': 413}
+INBOX_STATUSES = {'not_found': 404, 'not_allowed': 403, 'too_large': 413,
+    'changed': 409, 'fields_required': 422}
 
 
 @app.route('/<database_name>/crm/inbox/api/<path:action>',
@@ -809,7 +815,7 @@ def _inbox_call(request, pool, handler, *args, status=200,
     except InboxRefusal as refusal:
         transaction.rollback()
         return json_response({'error': refusal.code,
-                'message': refusal.message},
+                'message': refusal.message, **refusal.details},
             status=INBOX_STATUSES.get(refusal.code, 400))
     except UserError as exception:
         # The models' own checks (a file WhatsApp refuses...).
@@ -855,9 +861,10 @@ def _changed_since(request, pool, cursor):
         return pool.get('crm.inbox').changed_since(cursor)
 
 
-def _inbox_events(request, pool):
-    """Long poll: answer as soon as a conversation the user may see changes
-    after the cursor, else after inbox_poll_seconds with nothing."""
+def long_poll(request, pool, changed_since, answer):
+    """Long poll: answer(next cursor, changes) as soon as
+    changed_since(request, pool, cursor) finds what the user may see
+    changed after the cursor, else after inbox_poll_seconds with nothing."""
     cursor = request.args.get('cursor')
     if not cursor:
         return json_response({'error': 'bad_cursor',
@@ -866,14 +873,20 @@ def _inbox_events(request, pool):
     deadline = time.monotonic() + setting('inbox_poll_seconds', 25)
     while True:
         try:
-            next_cursor, changed = _changed_since(request, pool, cursor)
+            next_cursor, changed = changed_since(request, pool, cursor)
         except InboxRefusal as refusal:
             return json_response({'error': refusal.code,
                     'message': refusal.message}, status=400)
         if changed or time.monotonic() >= deadline:
-            return json_response(
-                {'cursor': next_cursor, 'conversations': changed})
+            return json_response(answer(next_cursor, changed))
         time.sleep(0.5)
+
+
+def _inbox_events(request, pool):
+    "The inbox's live updates: the conversations changed since the cursor."
+    return long_poll(request, pool, _changed_since,
+        lambda cursor, changed: {'cursor': cursor,
+            'conversations': changed})
 
 
 # --- My day ---
@@ -941,3 +954,68 @@ def _my_day_inbox(request, pool, lead_id):
             headers={'Cache-Control': 'no-store'})
     return redirect(
         f'/{pool.database_name}/crm/inbox?c={conversation_id}', code=303)
+
+
+# --- The pipeline board ---
+
+def _board_view(request):
+    "The board's mode, filters and first forecast month, from the query."
+    args = request.args
+    return (args.get('mode') or 'deals', Filters.from_args(args),
+        args.get('start') or None)
+
+
+def _board_more(request, Board, column):
+    mode, filters, start = _board_view(request)
+    return Board.more(mode, column, filters, start,
+        request.args.get('offset', 0, type=int),
+        request.args.get('limit', BOARD_PAGE, type=int))
+
+
+# (method, path pattern, handler(request, Board, *groups), status); the
+# patterns' digits are ids.
+BOARD_API = [
+    ('GET', r'board', lambda request, Board: Board.board(
+            *_board_view(request)), 200),
+    ('GET', r'columns/([\w-]{1,40})/cards', _board_more, 200),
+    ('POST', r'deals/(\d+)/move', lambda request, Board, d:
+        Board.move_deal(int(d), _json_body(request)), 200),
+    ('POST', r'deals/(\d+)/reschedule', lambda request, Board, d:
+        Board.reschedule_deal(int(d), _json_body(request)),
+        200),
+    ('POST', r'leads/(\d+)/move', lambda request, Board, l:
+        Board.move_lead(int(l), _json_body(request)), 200),
+    ]
+BOARD_API = [(method, re.compile(pattern), handler, status)
+    for method, pattern, handler, status in BOARD_API]
+
+
+@app.route('/<database_name>/crm/board', methods=['GET'])
+@with_pool
+def board_page(request, pool):
+    return desk_page(request, pool, "The pipeline board", 'board')
+
+
+@app.route('/<database_name>/crm/board/api/<path:action>',
+    methods=['GET', 'POST'])
+@with_pool
+def board_api(request, pool, action):
+    "The inbox API's checks (session, CSRF, limits) before crm.board."
+    refused = refused_api_request(request, action, "the pipeline board")
+    if refused:
+        return refused
+    if action == 'events' and request.method == 'GET':
+        return long_poll(request, pool, _board_changed_since,
+            lambda cursor, changes: {'cursor': cursor, 'changes': changes})
+    return dispatch_api(request, pool, BOARD_API, action, 'crm.board')
+
+
+@with_transaction(user='request', readonly=True)
+def _board_changed_since(request, pool, cursor):
+    User = pool.get('res.user')
+    with Transaction().set_context(User.get_preferences(context_only=True)):
+        mode, filters, start = _board_view(request)
+        shown = [int(i) for i in re.findall(r'\d+',
+                request.args.get('shown', ''))]
+        return pool.get('crm.board').changed_since(mode, filters, cursor,
+            start, shown)

@@ -25,6 +25,7 @@ def cmd_start(args):
     "Set up everything on first run, then run web, cron and worker."
     ensure_libreoffice()
     sites.ensure_sao()
+    sites.ensure_page_libraries()
     sites.install_desk_customisation()
     site = sites.site_named(args.site)
     if not site.exists():
@@ -311,6 +312,7 @@ def cmd_test(args):
     ensure_chromium()
     ensure_libreoffice()
     sites.ensure_sao()
+    sites.ensure_page_libraries()
     sites.install_desk_customisation()
     env = os.environ.copy()
     env['KRAYA_ROOT'] = str(sites.ROOT)

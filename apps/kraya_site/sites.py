@@ -334,6 +334,41 @@ def _sao_stamp(lock):
     return f'{SAO_VERSION} {hashlib.sha256(lock.encode()).hexdigest()}\n'
 
 
+def ensure_page_libraries():
+    """Install the npm libraries of the module's own pages (the lock
+    static/package-lock.json) with npm ci in .pages-npm/, and copy the
+    files that static/package.json's kraya.vendor names to static/vendor/,
+    where the pages load them from: once, and again when either changes."""
+    import hashlib
+    import json
+    static = module_folder() / 'static'
+    package, lock = static / 'package.json', static / 'package-lock.json'
+    vendor = static / 'vendor'
+    stamp = hashlib.sha256(package.read_bytes() + lock.read_bytes()
+        ).hexdigest() + '\n'
+    files = json.loads(package.read_text())['kraya']['vendor']
+    marker = vendor / '.kraya-stamp'
+    if (marker.exists() and marker.read_text() == stamp
+            and all((vendor / name).exists() for name in files)):
+        return
+    if not shutil.which('npm'):
+        raise SiteError('npm is needed once to fetch the pages\' libraries; '
+            'install Node.js and npm (Debian: apt-get install npm)')
+    print('Installing the libraries of the board and other pages from '
+        'npm...', flush=True)
+    build = ROOT / '.pages-npm'
+    build.mkdir(exist_ok=True)
+    for path in [package, lock]:
+        shutil.copy(path, build / path.name)
+    _run(['npm', 'ci', '--omit=dev', '--no-audit', '--no-fund',
+            '--loglevel=error'], cwd=build)
+    shutil.rmtree(vendor, ignore_errors=True)
+    vendor.mkdir()
+    for name, source in files.items():
+        shutil.copy(build / 'node_modules' / source, vendor / name)
+    marker.write_text(stamp)
+
+
 def install_desk_customisation():
     "Copy our desk stylesheet and script next to sao's index.html."
     static = module_folder() / 'static'

@@ -88,7 +88,8 @@ SINGLETONS = {'crm.configuration'}
 # Models of ours that store nothing (a wizard's form, a page's API): they
 # must offer nothing over RPC but what every view offers.
 VIEW_ONLY = {
-    'crm.enrollment.enrol.start', 'crm.inbox', 'crm.lead.import.result',
+    'crm.board', 'crm.enrollment.enrol.start', 'crm.inbox',
+    'crm.lead.import.result',
     'crm.lead.import.start', 'crm.lead.merge.start',
     'crm.lead.reassign.start', 'crm.my_day',
     'crm.report.first_response.context', 'crm.task.finish.start',
