@@ -70,6 +70,14 @@ MODELS = {
     # the company may look one up; only a manager deletes one.
     'party.party': dict(manager=FULL, rep='rwc', agent='rwc',
         accountant='rwc', nobody=READ),
+    # Quotations are the sales team's (Tryton's Sales group); the
+    # accountant reads them to invoice. A field agent sees no money.
+    'sale.sale': dict(manager=FULL, rep=FULL, agent=NONE, accountant=READ,
+        nobody=NONE),
+    # Invoices are accounting's: the sales team reads them, only the
+    # accountant makes, posts and pays them.
+    'account.invoice': dict(manager=READ, rep=READ, agent=NONE,
+        accountant=FULL, nobody=NONE),
     }
 
 # Tables of a many-to-many field: not on RPC at all (403), reached only
@@ -117,6 +125,24 @@ BUTTONS = {
     ('crm.task', 'reopen'): IN_THE_FIELD,
     }
 
+# Tryton's own buttons of the sale and the invoice, as the CRM's roles
+# meet them.
+SALE_BUTTONS = {button: SALES_TEAM for button in [
+        'cancel', 'confirm', 'draft', 'handle_invoice_exception',
+        'handle_shipment_exception', 'manual_shipment', 'modify_header',
+        'quote']}
+SALE_BUTTONS.update({'manual_invoice': SALES_TEAM | {'accountant'},
+        # Run by the system as a sale moves on, by nobody's hand.
+        'process': set()})
+INVOICE_BUTTONS = {button: {'accountant'} for button in [
+        'cancel', 'delegate_lines_to_pay', 'draft', 'einvoice', 'pay',
+        'post', 'reschedule_lines_to_pay', 'send_whatsapp',
+        'validate_invoice']}
+INVOICE_BUTTONS['process'] = set()
+BUTTONS.update({('sale.sale', b): roles for b, roles in SALE_BUTTONS.items()})
+BUTTONS.update({('account.invoice', b): roles
+        for b, roles in INVOICE_BUTTONS.items()})
+
 WIZARDS = {
     'crm.enrollment.enrol': SALES_TEAM,
     'crm.lead.import': SALES_TEAM,
@@ -151,4 +177,4 @@ HIDDEN = {
     }
 
 # Beside crm.*: the models of other modules the CRM works with.
-OTHER_MODELS = ('party.party',)
+OTHER_MODELS = ('party.party', 'sale.sale', 'account.invoice')
