@@ -25,6 +25,14 @@ def safe_row(row):
     return [safe_cell(value) for value in row]
 
 
+def typed_text(text):
+    """The text a person typed, from a cell safe_cell wrote: the import
+    reads back a problem report or an export without the apostrophe."""
+    if text.startswith("'") and text[1:2] and text[1] in FORMULA_STARTS:
+        return text[1:]
+    return text
+
+
 def _csv_text(value):
     if value is None:
         return ''
@@ -73,3 +81,14 @@ def xlsx_bytes(header, rows, title="Export"):
     out = io.BytesIO()
     workbook.save(out)
     return out.getvalue()
+
+
+class FormulaSafeExport:
+    """The desk's own export (sao's CSV and spreadsheet export call
+    export_data) made safe: a lead's name "=HYPERLINK(...)" reaches the
+    manager's spreadsheet as text."""
+
+    @classmethod
+    def export_data(cls, records, fields_names, header=False):
+        return [safe_row(row)
+            for row in super().export_data(records, fields_names, header)]

@@ -8,6 +8,7 @@ import io
 from trytond.i18n import gettext
 
 from ..exceptions import LeadImportError
+from ..spreadsheet import typed_text
 
 SNIFF_BYTES = 64 * 1024
 
@@ -24,7 +25,7 @@ def cell_text(value):
         return repr(value)
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
-    return str(value).strip()
+    return typed_text(str(value).strip())
 
 
 class _CountingReader(io.RawIOBase):
@@ -123,7 +124,7 @@ class LeadFile:
         size = self.size or 1
         self._fraction = lambda: min(counter.count / size, 1)
         for number, cells in enumerate(csv.reader(text, dialect), 1):
-            yield number, [c.strip() for c in cells]
+            yield number, [typed_text(c.strip()) for c in cells]
 
     def _xlsx_rows(self):
         try:

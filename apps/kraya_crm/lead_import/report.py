@@ -4,6 +4,8 @@ import csv
 
 from trytond.i18n import gettext
 
+from ..spreadsheet import safe_row
+
 
 class ImportSummary:
     "What an import did, or would do in a dry run."
@@ -59,7 +61,9 @@ class ImportSummary:
 class ProblemReport:
     """The problems of an import as CSV: row, column, problem, what
     happened to the row, then the row's own cells, so that the file can be
-    fixed and imported again. Written as found: memory stays flat."""
+    fixed and imported again (the import reads its cells as typed, though
+    they are written safe for a spreadsheet). Written as found: memory
+    stays flat."""
     HEADER = ['Row', 'Column', 'Problem', 'Outcome']
 
     def __init__(self, stream=None):
@@ -73,9 +77,9 @@ class ProblemReport:
         if self.writer is None:
             return
         if not self._header_written:
-            self.writer.writerow(self.HEADER + list(header))
+            self.writer.writerow(safe_row(self.HEADER + list(header)))
             self._header_written = True
-        self.writer.writerow([row, column, reason,
+        self.writer.writerow(safe_row([row, column, reason,
                 gettext('kraya_crm.msg_import_row_refused' if fatal
                     else 'kraya_crm.msg_import_value_dropped'),
-                *cells])
+                *cells]))

