@@ -16,6 +16,9 @@ from trytond.url import HOSTNAME, http_base
 from . import settings
 
 logger = logging.getLogger(__name__)
+# Deeper than any form, Cloud API delivery or API call we read; a reader
+# that recursed through 5,000 nested lists would crash its process.
+MAX_JSON_DEPTH = 32
 # The refused secrets already logged by this process: once is enough.
 _refusals_logged = set()
 
@@ -150,6 +153,25 @@ def public_url():
 def client_ip(request):
     "The caller's address (trytond applies [web] num_proxies to it)."
     return request.remote_addr or 'unknown'
+
+
+def loads_bounded(data, max_depth=MAX_JSON_DEPTH):
+    """The JSON value of data (bytes or text), nested at most max_depth
+    deep. Raises ValueError for anything else, invalid UTF-8 included."""
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {max_depth} levels")
+    # Measured without recursion, level by level.
+    level, depth = [value], 0
+    while level:
+        depth += 1
+        if depth > max_depth:
+            raise ValueError(f"nested deeper than {max_depth} levels")
+        level = [child for item in level
+            if isinstance(item, (list, dict))
+            for child in (item.values() if isinstance(item, dict) else item)]
+    return value
 
 
 def json_response(data, status=200, headers=None):

@@ -28,7 +28,7 @@ from trytond.transaction import Transaction
 
 from .contact import InvalidPhone, normalize_email, normalize_phone
 from .exceptions import SubmissionRefused, WebFormSettingError
-from .http import public_url
+from .http import loads_bounded, public_url
 from .message import utcnow
 
 logger = logging.getLogger(__name__)
@@ -263,7 +263,7 @@ def parse_body(body, content_type):
                 text, keep_blank_values=True).items()}
     if content_type in {'', 'text/plain'} or 'json' in content_type:
         try:
-            payload = json.loads(text)
+            payload = loads_bounded(text)
         except ValueError:
             raise SubmissionError('invalid_body', 'body')
         if isinstance(payload, dict):

@@ -13,7 +13,6 @@ body as a dead letter meanwhile."""
 import datetime as dt
 import hashlib
 import hmac
-import json
 import logging
 
 from sql import Null
@@ -28,7 +27,7 @@ from trytond.transaction import Transaction
 from .batch import run_in_batches
 from .capture import capture_company
 from .consent import is_stop_promotions, is_stop_request
-from .http import setting
+from .http import loads_bounded, setting
 from .message import utcnow
 
 logger = logging.getLogger(__name__)
@@ -65,46 +64,74 @@ def from_timestamp(value):
         return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
+# A delivery is read by these: a part of the wrong type (a list where Meta
+# sends text, a number where it sends a list) reads as absent or refuses
+# the delivery, never crashes the process reading it.
+def _text(value):
+    "A text or number as text; None for anything else."
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _dict(value):
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value, name):
+    "value[name] as a list, [] when absent; WebhookError when not a list."
+    items = value.get(name)
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise WebhookError(f"{name} is not a list")
+    return items
+
+
+def _first_error(item):
+    errors = item.get('errors')
+    return _dict(errors[0]) if isinstance(errors, list) and errors else {}
+
+
 def message_content(message):
     """(kind, body, attachment) of a Cloud API message, whatever its type;
     an unknown type is kept with its name, not dropped."""
-    kind = message.get('type') or 'unknown'
-    content = message.get(kind)
-    if not isinstance(content, dict):
-        content = {}
+    kind = _text(message.get('type')) or 'unknown'
+    content = _dict(message.get(kind))
+    get = lambda name: _text(content.get(name))  # noqa: E731
     if kind == 'text':
-        return kind, content.get('body'), None
+        return kind, get('body'), None
     if kind == 'button':
-        return kind, content.get('text') or content.get('payload'), None
+        return kind, get('text') or get('payload'), None
     if kind == 'interactive':
-        reply = content.get(content.get('type') or '', {}) or {}
-        return kind, reply.get('title') or reply.get('id'), None
+        reply = _dict(content.get(get('type') or ''))
+        return kind, _text(reply.get('title')) or _text(reply.get('id')), None
     if kind in MEDIA_TYPES:
         described = ' '.join(filter(None, [
-                    content.get('mime_type'), content.get('filename'),
-                    f"id {content['id']}" if content.get('id') else None]))
-        return kind, content.get('caption'), f"{kind}: {described}".strip()
+                    get('mime_type'), get('filename'),
+                    f"id {get('id')}" if get('id') else None]))
+        return kind, get('caption'), f"{kind}: {described}".strip()
     if kind == 'location':
-        place = ', '.join(filter(None, [
-                    content.get('name'), content.get('address')]))
-        where = f"{content.get('latitude')},{content.get('longitude')}"
+        place = ', '.join(filter(None, [get('name'), get('address')]))
+        where = f"{get('latitude')},{get('longitude')}"
         return kind, place or None, f"location: {where}"
     if kind == 'reaction':
-        return kind, content.get('emoji'), None
-    errors = message.get('errors') or []
-    title = errors[0].get('title') if errors and isinstance(
-        errors[0], dict) else None
+        return kind, get('emoji'), None
+    title = _text(_first_error(message).get('title'))
     return kind, None, f"{kind}: {title}" if title else kind
 
 
 def media_of(message):
     "{id, mime_type, filename} of a message's file, or None."
-    kind = message.get('type')
-    content = message.get(kind) if kind in MEDIA_TYPES else None
-    if not isinstance(content, dict) or not content.get('id'):
+    kind = _text(message.get('type'))
+    content = _dict(message.get(kind)) if kind in MEDIA_TYPES else {}
+    if not _text(content.get('id')):
         return None
-    return {'id': str(content['id']), 'mime_type': content.get('mime_type'),
-        'filename': content.get('filename')}
+    return {'id': _text(content['id']),
+        'mime_type': _text(content.get('mime_type')),
+        'filename': _text(content.get('filename'))}
 
 
 class Delivery:
@@ -149,56 +176,66 @@ class Delivery:
 
     def _read_value(self, value):
         names = {}
-        for contact in value.get('contacts') or []:
-            if isinstance(contact, dict) and contact.get('wa_id'):
-                names[contact['wa_id']] = (
-                    contact.get('profile') or {}).get('name')
-        for message in value.get('messages') or []:
-            if not isinstance(message, dict) or not message.get('id') \
-                    or not message.get('from'):
+        for contact in _list(value, 'contacts'):
+            contact = _dict(contact)
+            if _text(contact.get('wa_id')):
+                names[_text(contact['wa_id'])] = _text(
+                    _dict(contact.get('profile')).get('name'))
+        for message in _list(value, 'messages'):
+            message = _dict(message)
+            wamid, sender = _text(message.get('id')), _text(
+                message.get('from'))
+            if not wamid or not sender:
                 raise WebhookError("message without id or sender")
             kind, body, attachment = message_content(message)
-            context = message.get('context')
             self.messages.append({
-                    'wamid': message['id'],
-                    'wa_id': str(message['from']),
-                    'name': names.get(message['from']),
+                    'wamid': wamid,
+                    'wa_id': sender,
+                    'name': names.get(sender),
                     'at': from_timestamp(message.get('timestamp')),
                     'kind': kind,
                     'body': body,
                     'attachment': attachment,
                     'media': media_of(message),
-                    'quoted': context.get('id')
-                    if isinstance(context, dict) else None,
+                    'quoted': _text(_dict(message.get('context')).get('id')),
                     })
-        for preference in value.get('user_preferences') or []:
-            if not isinstance(preference, dict) \
-                    or not preference.get('wa_id'):
+        for preference in _list(value, 'user_preferences'):
+            preference = _dict(preference)
+            if not _text(preference.get('wa_id')):
                 raise WebhookError("user preference without wa_id")
+            choice = _text(preference.get('value'))
             if preference.get('category') != 'marketing_messages' \
-                    or preference.get('value') not in {'stop', 'resume'}:
+                    or choice not in {'stop', 'resume'}:
                 continue  # a preference we do not act on
             self.preferences.append({
-                    'wa_id': str(preference['wa_id']),
-                    'value': preference['value'],
-                    'detail': preference.get('detail'),
+                    'wa_id': _text(preference['wa_id']),
+                    'value': choice,
+                    'detail': _text(preference.get('detail')),
                     'at': from_timestamp(preference.get('timestamp')),
                     })
-        for status in value.get('statuses') or []:
-            if not isinstance(status, dict) or not status.get('id'):
+        for status in _list(value, 'statuses'):
+            status = _dict(status)
+            if not _text(status.get('id')):
                 raise WebhookError("status without id")
-            errors = status.get('errors') or [{}]
-            error = errors[0] if isinstance(errors[0], dict) else {}
-            detail = (error.get('error_data') or {}).get('details')
+            error = _first_error(status)
+            detail = _text(_dict(error.get('error_data')).get('details'))
             self.statuses.append((
-                    status['id'], status.get('status'),
+                    _text(status['id']), _text(status.get('status')),
                     from_timestamp(status.get('timestamp')),
-                    str(error['code']) if error.get('code') is not None
-                    else None,
-                    ': '.join(filter(None, [error.get('title'), detail]))
-                    or None,
+                    _text(error.get('code')),
+                    ': '.join(filter(None, [_text(error.get('title')),
+                                detail])) or None,
                     # Ours: the outbox's message id and attempt.
-                    status.get('biz_opaque_callback_data')))
+                    _text(status.get('biz_opaque_callback_data'))))
+
+
+def read_delivery(body):
+    "The Delivery of a raw webhook body. Raises WebhookError."
+    try:
+        payload = loads_bounded(body)
+    except ValueError as exception:
+        raise WebhookError(f"invalid JSON: {exception}") from exception
+    return Delivery.from_payload(payload)
 
 
 class WhatsAppWebhook(Model):
@@ -208,12 +245,8 @@ class WhatsAppWebhook(Model):
 
     @classmethod
     def parse(cls, body):
-        "The Delivery of a raw body; ValueError when it is not one."
-        try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exception:
-            raise WebhookError(f"invalid JSON: {exception}") from exception
-        return Delivery.from_payload(payload)
+        "The Delivery of a raw body; WebhookError when it is not one."
+        return read_delivery(body)
 
     @classmethod
     def process(cls, delivery):
