@@ -104,6 +104,13 @@ def test_new_site_has_no_demo_value(real_site):
         values['whatsapp_phone_number_id']) == ('', '', '')
 
 
+def test_new_site_may_listen_beyond_this_machine(real_site, tmp_path):
+    from kraya_site import exposure
+    from .test_exposure import copy_of
+    assert exposure.problems(
+        copy_of(real_site.site, '0.0.0.0:8443', root=tmp_path)) == []
+
+
 def test_new_site_sends_email_through_its_own_mail_server(real_site):
     "This machine's mail server unless told, never the demo's local sink."
     config = real_site.site.config()

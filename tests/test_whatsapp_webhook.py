@@ -5,7 +5,9 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import threading
+import time
 import urllib.parse
 
 import pytest
@@ -239,13 +241,33 @@ def test_manager_can_set_a_dead_letter_aside(webhook, manager):
 @contextlib.contextmanager
 def worker_paused(crm_site):
     """The site's queue worker stopped (SIGSTOP) and resumed on leaving, so
-    that what is posted meanwhile waits for it in one batch."""
+    that what is posted meanwhile waits for it in one batch. Stopped
+    between two transactions: inside one on SQLite it would hold the lock
+    every post waits for (and they would answer 503)."""
     worker = crm_site.processes[1]
-    os.kill(worker.pid, signal.SIGSTOP)
+    for _ in range(200):
+        os.kill(worker.pid, signal.SIGSTOP)
+        if not crm_site.site.is_sqlite or sqlite_unlocked(crm_site.site):
+            break
+        os.kill(worker.pid, signal.SIGCONT)
+        time.sleep(0.05)
     try:
         yield
     finally:
         os.kill(worker.pid, signal.SIGCONT)
+
+
+def sqlite_unlocked(site):
+    "Whether no other connection holds the site's SQLite database now."
+    try:
+        with contextlib.closing(sqlite3.connect(
+                    site.path / f'{site.database}.sqlite', timeout=0.2,
+                    isolation_level=None)) as database:
+            database.execute('BEGIN EXCLUSIVE')
+            database.execute('ROLLBACK')
+        return True
+    except sqlite3.OperationalError:
+        return False
 
 
 def dead_letters_about(manager, text):

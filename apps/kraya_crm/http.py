@@ -133,6 +133,21 @@ def secret(name):
     return None
 
 
+def valid_secrets(name):
+    """The secrets a signature may be made with: the setting's own, then
+    during a rotation [kraya_crm] <name>_previous, so that deliveries signed
+    with the old one still pass until the sender has the new one (README,
+    "Rotating a secret"). Empty while the setting itself is refused."""
+    current = secret(name)
+    if current is None:
+        return []
+    previous = setting(f'{name}_previous', '', str)
+    if previous and settings.refusal(
+            name, previous, settings.is_demo(setting('demo', '', str))) is None:
+        return [current, previous]
+    return [current]
+
+
 def public_url():
     """The site's address in links opened from outside (emails, form
     snippets): [kraya_crm] public_url, else the address of the request

@@ -52,7 +52,7 @@ from .capture import capture_company
 from .exceptions import InboxRefusal, NoCompanyError
 from .http import (
     client_ip, json_response, knows_request_database, limiter, read_body,
-    secret, setting)
+    secret, setting, valid_secrets)
 from .exceptions import MailSettingError
 from .mail import UNSUBSCRIBE_MAX_BYTES, NotAnEmail
 from .message import utcnow
@@ -64,13 +64,13 @@ from .whatsapp import WebhookError, signature_valid
 logger = logging.getLogger(__name__)
 
 
-def signed_body(request, ip, what, secret, header_name, rate_limiter,
+def signed_body(request, ip, what, secrets, header_name, rate_limiter,
         max_bytes):
-    """(body, None) for a body signed `sha256=<HMAC-SHA256>` with our
-    secret, else (None, the answer): 403 while the secret is not set up,
-    429 past the rate limit, 413 over the size, 401 unsigned, 403 badly
-    signed."""
-    if secret is None:
+    """(body, None) for a body signed `sha256=<HMAC-SHA256>` with one of
+    our secrets (two during a rotation), else (None, the answer): 403 while
+    the secret is not set up, 429 past the rate limit, 413 over the size,
+    401 unsigned, 403 badly signed."""
+    if not secrets:
         return None, json_response(
             {'error': f"{what} not set up: no secret"}, status=403)
     if not rate_limiter.allow(ip):
@@ -84,7 +84,7 @@ def signed_body(request, ip, what, secret, header_name, rate_limiter,
         logger.warning("%s without signature from %s", what, ip)
         return None, json_response({'error': "missing signature"},
             status=401)
-    if not signature_valid(body, header, secret):
+    if not any(signature_valid(body, header, s) for s in secrets):
         logger.warning("%s with a bad signature from %s", what, ip)
         return None, json_response({'error': "invalid signature"},
             status=403)
@@ -102,11 +102,13 @@ _sqlite_writer = threading.Lock()
 def verify(request):
     """Meta's subscription handshake: echo hub.challenge for our token,
     only once the app secret is ours too (else no delivery would pass)."""
-    token = secret('whatsapp_app_secret') and secret('whatsapp_verify_token')
+    tokens = valid_secrets('whatsapp_verify_token') \
+        if secret('whatsapp_app_secret') else []
     args = request.args
-    if (args.get('hub.mode') == 'subscribe' and token
-            and hmac.compare_digest(
-                args.get('hub.verify_token', '').encode(), token.encode())):
+    given = args.get('hub.verify_token', '').encode()
+    if (args.get('hub.mode') == 'subscribe'
+            and any(hmac.compare_digest(given, token.encode())
+                for token in tokens)):
         return Response(args.get('hub.challenge', ''), status=200,
             content_type='text/plain')
     logger.warning("WhatsApp verification refused from %s", client_ip(request))
@@ -127,7 +129,7 @@ def webhook(request, pool):
         return verify(request)
     ip = client_ip(request)
     body, refused = signed_body(request, ip, "WhatsApp webhook",
-        secret('whatsapp_app_secret'), 'X-Hub-Signature-256',
+        valid_secrets('whatsapp_app_secret'), 'X-Hub-Signature-256',
         limiter('whatsapp', 'whatsapp_rate_limit', 6000),
         setting('whatsapp_max_bytes', 512 * 1024))
     if refused:
@@ -518,7 +520,7 @@ def _keep_failed(pool, reason, body, ip, once=False):
 def inbound(request, pool):
     ip = client_ip(request)
     body, refused = signed_body(request, ip, "Inbound email",
-        secret('email_inbound_secret'), 'X-Kraya-Signature',
+        valid_secrets('email_inbound_secret'), 'X-Kraya-Signature',
         limiter('email_inbound', 'email_inbound_rate_limit', 600),
         setting('email_inbound_max_bytes', 10 * 1024 * 1024))
     if refused:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import business, sites, supervise
+from . import business, exposure, sites, supervise
 from .sites import Site, SiteError
 
 DEMO_LOGINS = [
@@ -39,6 +39,7 @@ def cmd_start(args):
         print('The code changed since the last start: updating the '
             'database (./crm migrate)...', flush=True)
         site.migrate()
+    refuse_exposed_demo_values(site)
     shape = supervise.process_settings(site, web_workers=args.web_workers)
     processes = supervise.site_commands(site, site_processes(site), shape)
     print_banner(site, shape)
@@ -51,11 +52,25 @@ def cmd_start(args):
             f'{supervise.log_folder(site)}/supervisord.log')
 
 
+def refuse_exposed_demo_values(site):
+    "A site listening beyond this machine runs with none of the demo's."
+    found = exposure.problems(site)
+    if found:
+        raise SiteError(
+            f'site "{site.name}" listens on {site.listen}, beyond this '
+            'machine, with what anyone can read in Kraya\'s repository:\n  '
+            + '\n  '.join(found) + '\nPut your own values in '
+            f'{site.config_file} (./crm new-site writes random secrets) and '
+            'change those passwords in the desk (Preferences), or listen on '
+            '127.0.0.1.')
+
+
 def cmd_service_files(args):
     "Write systemd units that run and restart a site's processes."
     site = sites.site_named(args.site)
     if not site.exists():
         raise SiteError(f'no site "{args.site}"')
+    refuse_exposed_demo_values(site)
     out = Path(args.out) if args.out else site.path / 'systemd'
     out.mkdir(parents=True, exist_ok=True)
     units = supervise.systemd_units(
