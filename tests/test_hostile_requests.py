@@ -11,8 +11,10 @@ import urllib.request
 
 import pytest
 
-from .test_web_form import CaptureClient, client, sources  # noqa: F401
-from .whatsapp_payloads import WebhookClient
+from .conftest import eventually
+from .test_web_form import CaptureClient, client, new_mobile, sources  # noqa: F401
+from .test_whatsapp_webhook import lead_of, messages_of, new_wa_id
+from .whatsapp_payloads import WebhookClient, inbound
 
 DEEP = b'[' * 5000 + b']' * 5000
 WRONG_TYPES = json.dumps({'object': 'whatsapp_business_account', 'entry': [
@@ -55,6 +57,24 @@ def test_hostile_whatsapp_deliveries_are_400_and_kept(
     status, _ = webhook.post(body=b'{"a": "' + b'x' * (600 * 1024) + b'"}')
     assert status == 413
     assert_still_serving(crm_site)
+
+
+def test_nul_characters_are_dropped_and_the_lead_kept(
+        crm_site, manager, webhook, client, sources):
+    "PostgreSQL's text holds no NUL: taking one along would lose the lead."
+    wa_id = new_wa_id()
+    assert webhook.post(inbound(wa_id, name="Ra\x00vi", content={
+                'body': "Price\x00 of 2BHK?"}))[0] == 200
+    assert eventually(lambda: lead_of(manager, wa_id))
+    assert [l['name'] for l in lead_of(manager, wa_id)] == ["Ravi"]
+    assert [m['body'] for m in messages_of(manager, wa_id)] == [
+        "Price of 2BHK?"]
+    mobile = new_mobile()
+    status, _, answer = client.post(sources['form']['key'],
+        {'name': "As\x00ha", 'phone': mobile})
+    assert status == 200, answer
+    assert [l['name'] for l in manager.search_read('crm.lead',
+            [('phone', '=', '+91' + mobile)], ['name'])] == ["Asha"]
 
 
 def test_hostile_web_form_posts_are_4xx(crm_site, client, sources):

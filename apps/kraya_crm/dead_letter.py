@@ -60,6 +60,9 @@ class DeadLetter(ModelSQL, ModelView):
         sender delivers a refused body again and again."""
         if isinstance(body, bytes):
             body = body[:MAX_KEPT_BYTES].decode('utf-8', 'replace')
+        # Shown as invalid bytes are: the database holds no NUL character.
+        body = body.replace('\x00', '\ufffd') if body else body
+        reason = reason.replace('\x00', '\ufffd')
         if once:
             waiting = cls.search([
                     ('endpoint', '=', endpoint),

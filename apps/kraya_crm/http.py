@@ -189,6 +189,12 @@ def loads_bounded(data, max_depth=MAX_JSON_DEPTH):
     return value
 
 
+def storable_text(text):
+    """Text from outside as the database can hold it: PostgreSQL's text
+    has no NUL character (an insert holding one fails), so it goes."""
+    return text.replace('\x00', '') if isinstance(text, str) else text
+
+
 def json_response(data, status=200, headers=None):
     return Response(json.dumps(data), status=status, headers=headers,
         content_type='application/json')

@@ -38,7 +38,7 @@ from trytond.transaction import Transaction
 
 from .contact import normalize_email
 from .exceptions import MailSettingError
-from .http import public_url, secret
+from .http import public_url, secret, storable_text
 from .message import utcnow
 from .outbox import SendResult
 
@@ -465,9 +465,9 @@ def read_reply(msg, raw, sender_name, sender):
                 '<%s@kraya.invalid>' % hashlib.sha256(raw).hexdigest()[:32]
                 ])[0],
         sender=normalize_email(sender),
-        sender_name=sender_name.strip() or None,
-        subject=str(msg.get('Subject') or '').strip() or None,
-        text=without_quote(text)[:MAX_BODY] or None,
+        sender_name=storable_text(sender_name).strip() or None,
+        subject=storable_text(str(msg.get('Subject') or '')).strip() or None,
+        text=storable_text(without_quote(text)[:MAX_BODY]) or None,
         attachment=('attachments: ' + ', '.join(files)) if files else None,
         at=sent_at(msg),
         thread_ids=list(dict.fromkeys(message_ids(msg.get('In-Reply-To'))
@@ -481,7 +481,9 @@ def read_email(raw):
     """The Bounce or Reply a raw inbound email is, or None for a report of a
     delay (the server still tries). Raises NotAnEmail."""
     try:
-        msg = BytesParser(policy=policy.default).parsebytes(raw)
+        # Not text any email means: the database could not hold it.
+        msg = BytesParser(policy=policy.default).parsebytes(
+            raw.replace(b'\x00', b''))
         if not str(msg.get('From') or '').strip():
             raise NotAnEmail("no From header: not an email")
         sender_name, sender = parseaddr(str(msg['From']))

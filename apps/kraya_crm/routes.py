@@ -23,7 +23,6 @@ Imported from the module's __init__, as Tryton's marketing_automation
 registers its own."""
 
 import hmac
-import json
 import logging
 import mimetypes
 import re
@@ -51,8 +50,8 @@ from .board import PAGE as BOARD_PAGE, Filters
 from .capture import capture_company
 from .exceptions import InboxRefusal, NoCompanyError
 from .http import (
-    client_ip, json_response, knows_request_database, limiter, read_body,
-    secret, setting, valid_secrets)
+    client_ip, json_response, knows_request_database, limiter, loads_bounded,
+    read_body, secret, setting, valid_secrets)
 from .exceptions import MailSettingError
 from .mail import UNSUBSCRIBE_MAX_BYTES, NotAnEmail
 from .message import utcnow
@@ -709,7 +708,7 @@ def _json_body(request):
     if body is None:
         raise InboxRefusal('too_large', "The request is too large.")
     try:
-        values = json.loads(body or b'{}')
+        values = loads_bounded(body or b'{}')
     except ValueError:
         raise InboxRefusal('bad_json', "The request is not JSON.")
     if not isinstance(values, dict):

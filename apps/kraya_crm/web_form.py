@@ -28,7 +28,7 @@ from trytond.transaction import Transaction
 
 from .contact import InvalidPhone, normalize_email, normalize_phone
 from .exceptions import SubmissionRefused, WebFormSettingError
-from .http import loads_bounded, public_url
+from .http import loads_bounded, public_url, storable_text
 from .message import utcnow
 
 logger = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ def as_text(value, path):
         # 9876543210 sent as a JSON number comes back as 9876543210.0.
         return str(int(value))
     if isinstance(value, (str, int, float)):
-        return str(value).strip()
+        return storable_text(str(value)).strip()
     if isinstance(value, list):
         return ', '.join(filter(None, (as_text(v, path) for v in value)))
     raise SubmissionError('not_text', path, field=path)

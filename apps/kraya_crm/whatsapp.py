@@ -27,7 +27,7 @@ from trytond.transaction import Transaction
 from .batch import run_in_batches
 from .capture import capture_company
 from .consent import is_stop_promotions, is_stop_request
-from .http import loads_bounded, setting
+from .http import loads_bounded, setting, storable_text
 from .message import utcnow
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def from_timestamp(value):
 def _text(value):
     "A text or number as text; None for anything else."
     if isinstance(value, str):
-        return value
+        return storable_text(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     return None
