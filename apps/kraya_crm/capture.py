@@ -135,10 +135,19 @@ class Lead(metaclass=PoolMeta):
         return found
 
     @classmethod
+    def suppressed_keys(cls, keys):
+        """The keys among these of people erased on their request: every
+        channel's capture asks here (Lead.capture, and the importer for
+        the rows it inserts in bulk)."""
+        return Pool().get('crm.privacy.suppression').suppressed_keys(keys)
+
+    @classmethod
     def capture(cls, vlist, source=None):
         """Match or create a lead for each dict of values (already
         normalised: phones in E.164). Returns [(lead, created)] in the
-        order given; two dicts for one person give one lead."""
+        order given; two dicts for one person give one lead. A person
+        who had their data erased (the suppression list) gets
+        (None, False): nothing of them is stored, whatever the channel."""
         pool = Pool()
         Source = pool.get('crm.source')
         if isinstance(source, str):
@@ -146,11 +155,16 @@ class Lead(metaclass=PoolMeta):
         # Unowned, the new leads go to the source's team, whose reps see
         # them (their record rule) and pick them up.
         team = source.team_for_new_leads if source else None
-        known = cls.find_by_identity(
-            set().union(*(identity_keys(v) for v in vlist)) if vlist else set())
+        every_key = set().union(
+            *(identity_keys(v) for v in vlist)) if vlist else set()
+        suppressed = cls.suppressed_keys(every_key)
+        known = cls.find_by_identity(every_key - suppressed)
         results, to_create, to_fill = [], [], {}
         for values in vlist:
             keys = identity_keys(values)
+            if keys & suppressed:
+                results.append((None, False))
+                continue
             lead = next((known[k] for k in sorted(keys) if k in known), None)
             if lead is None:
                 lead = cls(**{f: values[f] for f in CAPTURE_FIELDS

@@ -107,3 +107,7 @@ class UpiError(ValidationError):
 
 class InvoiceSendError(UserError):
     "An invoice that cannot be sent on WhatsApp."
+
+
+class PrivacyError(UserError):
+    pass

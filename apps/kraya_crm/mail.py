@@ -581,6 +581,8 @@ class Message(metaclass=PoolMeta):
         found.update(zip([r.message_id for r in unthreaded], Lead.capture([
                         {'name': r.sender_name or r.sender, 'email': r.sender}
                         for r in unthreaded], source='email')))
+        # The emails of people erased on their request: none stored.
+        fresh = [r for r in fresh if found[r.message_id][0]]
         messages = []
         for reply in fresh:
             lead, _ = found[reply.message_id]

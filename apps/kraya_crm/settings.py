@@ -20,6 +20,7 @@ DEMO_VALUES = {
     'whatsapp_business_account_id': '100000000000000',
     'link_secret': 'kraya-demo-link-secret',
     'email_inbound_secret': 'kraya-demo-email-inbound-secret',
+    'privacy_pepper': 'kraya-demo-privacy-pepper',
     }
 
 # setting -> (what stays shut while it is unusable, where its value comes
@@ -44,6 +45,12 @@ SECRETS = {
     'link_secret': (
         "emails cannot carry unsubscribe links and the links are refused",
         "a random string of yours (./crm new-site writes one)"),
+    'privacy_pepper': (
+        "personal data cannot be erased and the suppression list is not "
+        "checked",
+        "a random string of yours (./crm new-site writes one); never "
+        "change it: the suppression list and consent proofs are hashed "
+        "with it"),
     }
 
 

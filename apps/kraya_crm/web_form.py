@@ -526,6 +526,10 @@ class Source(metaclass=PoolMeta):
                 values['notes'] = '\n'.join(filter(None, [
                             values.get('notes'), f"State: {state}"]))
         (lead, created), = Lead.capture([values], source=self)
+        if lead is None:
+            # Erased on their request: answered as any submission, and
+            # nothing stored (Returns (None, False)).
+            return None, False
         lead = Lead(lead.id)
         if consent and self.consent_text:
             channels = ['whatsapp'] if (values.get('phone')

@@ -282,6 +282,16 @@ class WhatsAppWebhook(Model):
                     'phone': '+' + m['wa_id'].lstrip('+'),
                     'whatsapp': '+' + m['wa_id'].lstrip('+'),
                     } for m in messages], source='whatsapp')
+        # A person erased on their request is dropped whole: not even the
+        # message is kept (capture stored nothing of them).
+        kept = [(m, c) for m, c in zip(messages, captured) if c[0]]
+        if len(kept) < len(messages):
+            logger.info("WhatsApp: %d messages of suppressed people dropped",
+                len(messages) - len(kept))
+        if not kept:
+            return
+        messages = [m for m, _ in kept]
+        captured = [c for _, c in kept]
         leads = [lead for lead, _ in captured]
         quoted = Message.by_provider_id('whatsapp',
             {m['quoted'] for m in messages if m['quoted']})

@@ -22,7 +22,7 @@ SAO_LOCK = Path(__file__).parent / 'sao' / 'package-lock.json'
 MODULES = ['kraya_crm']
 DEMO_ADMIN_PASSWORD = 'admin'
 # [kraya_crm] secrets each new site gets its own of, not the demo's.
-SITE_SECRETS = ('link_secret', 'email_inbound_secret')
+SITE_SECRETS = ('link_secret', 'email_inbound_secret', 'privacy_pepper')
 # The settings a site that is not a demo is given (by new-site options) or
 # left empty, never the demo's: its WhatsApp app and number are its own.
 # (kraya_crm.settings.DEMO_VALUES holds their demo values.)

@@ -89,6 +89,7 @@ class LeadImport:
         summary.header_row = number
         summary.columns = columns.mapping_text()
         summary.ignored = columns.ignored
+        self.columns = columns
         parser = RowParser(
             columns, StateLookup(self.Lead._import_subdivisions()))
         everyone = self.Lead._identity_texts() if self._reads_every_lead(
@@ -114,7 +115,7 @@ class LeadImport:
                 continue
             if problems:
                 summary.warnings += 1
-            batch.append((values, keys, repeat, known))
+            batch.append((values, keys, repeat, known, number, cells))
             if len(batch) >= self.batch_size:
                 self._import_batch(batch)
                 batch = []
@@ -133,18 +134,29 @@ class LeadImport:
         return not self.Lead._leads_more_than(lead_file.estimated_rows())
 
     def _import_batch(self, batch):
-        """Sort a batch of (values, keys, repeat, known) into new people,
-        repeats in the file and known people; known is None when the
-        sorter does not know the database's people: they are looked up."""
+        """Sort a batch of (values, keys, repeat, known, row number, cells)
+        into people erased on their request (reported, never imported),
+        new people, repeats in the file and known people; known is None
+        when the sorter does not know the database's people: they are
+        looked up."""
         Lead, summary = self.Lead, self.summary
         if not batch:
             return
-        lookup = set().union(*(keys for _, keys, repeat, known in batch
+        # New rows are inserted in bulk, past Lead.capture: the same
+        # suppression check, once a batch.
+        suppressed = Lead.suppressed_keys(
+            set().union(*(keys for _, keys, *_ in batch)))
+        lookup = set().union(*(keys for _, keys, repeat, known, *_ in batch
                 if not repeat and known is None))
         found = Lead._known_identities(lookup) if lookup else set()
         new = []
-        for values, keys, repeat, known in batch:
-            if repeat:
+        for values, keys, repeat, known, number, cells in batch:
+            if keys & suppressed:
+                summary.suppressed += 1
+                self.report.add(number, '', gettext(
+                        'kraya_crm.msg_import_row_suppressed'), True,
+                    self.columns.header, cells)
+            elif repeat:
                 summary.duplicates += 1
                 self.known_rows.append(values)
             elif known or keys & found:
@@ -173,7 +185,7 @@ class LeadImport:
             ids, missing = self.Lead._attach_known(list(rows))
             if missing:
                 results = self.Lead.capture(missing, source=self.source)
-                ids += [lead.id for lead, _ in results]
+                ids += [lead.id for lead, _ in results if lead]
             self._opt_in(ids)
         self.known_rows = []
 

@@ -19,6 +19,8 @@ class ImportSummary:
         self.matched = 0
         self.duplicates = 0
         self.errors = 0
+        # Rows of people erased on their request: never imported.
+        self.suppressed = 0
         self.warnings = 0
         self.columns = ''
         self.ignored = []
@@ -49,6 +51,8 @@ class ImportSummary:
             line('errors', self.errors),
             line('warnings', self.warnings),
             ]
+        if self.suppressed:
+            lines.append(line('suppressed', self.suppressed))
         if self.empty:
             lines.append(line('empty', self.empty))
         if self.columns:

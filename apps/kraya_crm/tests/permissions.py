@@ -48,6 +48,12 @@ MODELS = {
     'crm.lead.score_event': SALES_WORK,
     'crm.lead.score_line': SALES_WORK,
     'crm.message': SALES_WORK,
+    # What was exported, erased and purged, and the erased people's
+    # hashes: managers read them; only the system writes (privacy.py).
+    'crm.privacy.log': dict(manager=READ, rep=NONE, agent=NONE,
+        accountant=NONE, nobody=NONE),
+    'crm.privacy.suppression': dict(manager=READ, rep=NONE, agent=NONE,
+        accountant=NONE, nobody=NONE),
     # A report (table_query): only read means something.
     # What the processes share to keep one rate (throttle.py): the
     # system's own counts, no user's business.
@@ -99,6 +105,7 @@ VIEW_ONLY = {
     'crm.board', 'crm.enrollment.enrol.start', 'crm.inbox',
     'crm.lead.import.result',
     'crm.lead.import.start', 'crm.lead.merge.start',
+    'crm.lead.privacy_export.start',
     'crm.lead.reassign.start', 'crm.my_day',
     'crm.report.first_response.context', 'crm.task.finish.start',
     'crm.whatsapp.template.sync.done', 'crm.whatsapp.template.sync.start',
@@ -116,6 +123,9 @@ BUTTONS = {
     ('crm.enrollment', 'resume'): SALES_TEAM,
     ('crm.enrollment', 'stop'): SALES_TEAM,
     ('crm.lead', 'convert'): SALES_TEAM,
+    # A person's rights (DPDP Act): the manager answers them.
+    ('crm.lead', 'erase_personal_data'): {'manager'},
+    ('crm.lead', 'export_personal_data'): {'manager'},
     ('crm.lead', 'merge'): SALES_TEAM,
     ('crm.lead', 'open_inbox'): IN_THE_FIELD,
     ('crm.scoring.model', 'train'): {'manager'},
@@ -147,6 +157,7 @@ WIZARDS = {
     'crm.enrollment.enrol': SALES_TEAM,
     'crm.lead.import': SALES_TEAM,
     'crm.lead.merge': SALES_TEAM,
+    'crm.lead.privacy_export': {'manager'},
     'crm.lead.reassign': {'manager'},
     'crm.task.finish': IN_THE_FIELD,
     'crm.whatsapp.template.sync': {'manager'},
