@@ -154,6 +154,7 @@ class ReportingContext(ModelView):
 
 class Report(FormulaSafeExport, ModelSQL, ModelView):
     "What the reports share: rates from their counts."
+    __slots__ = ()
 
     @classmethod
     def get_rate(cls, rows, names):
@@ -199,7 +200,7 @@ class Funnel(Report):
     @classmethod
     def __setup__(cls):
         super().__setup__()
-        cls._order = [('sequence', 'ASC NULLS FIRST'), ('stage', 'ASC')]
+        cls._order = [('sequence', 'ASC NULLS FIRST'), ('id', 'ASC')]
 
     @classmethod
     def table_query(cls):
@@ -280,7 +281,7 @@ class Source(Report):
     @classmethod
     def __setup__(cls):
         super().__setup__()
-        cls._order = [('leads', 'DESC'), ('source', 'ASC')]
+        cls._order = [('leads', 'DESC'), ('id', 'ASC')]
 
     @classmethod
     def table_query(cls):
@@ -347,7 +348,7 @@ class Rep(Report):
     @classmethod
     def __setup__(cls):
         super().__setup__()
-        cls._order = [('won_value', 'DESC'), ('user', 'ASC')]
+        cls._order = [('won_value', 'DESC'), ('id', 'ASC')]
 
     @classmethod
     def table_query(cls):

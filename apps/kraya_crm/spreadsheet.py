@@ -87,6 +87,7 @@ class FormulaSafeExport:
     """The desk's own export (sao's CSV and spreadsheet export call
     export_data) made safe: a lead's name "=HYPERLINK(...)" reaches the
     manager's spreadsheet as text."""
+    __slots__ = ()
 
     @classmethod
     def export_data(cls, records, fields_names, header=False):
