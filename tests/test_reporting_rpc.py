@@ -106,6 +106,10 @@ def test_funnel_opens_from_the_menu_with_a_row_per_stage(
         expect(rows.first).to_contain_text(stages[0]['name'])
         expect(rows.last).to_contain_text(stages[-1]['name'])
         page.screenshot(path=str(screenshots / 'reports-funnel.png'))
+        # Switch: the graph of the deals reaching each stage.
+        tab.locator('button#switch_').click()
+        expect(tab.locator('.graph svg').first).to_be_visible()
+        page.screenshot(path=str(screenshots / 'reports-funnel-graph.png'))
     finally:
         context.close()
     assert errors == []

@@ -176,7 +176,7 @@ class Funnel(Report):
     kind = fields.Selection([
             ('open', "Open"), ('won', "Won"), ('lost', "Lost"),
             ], "Kind")
-    reached = fields.Integer("Deals Reached",
+    reached = fields.Integer("Reached",
         help="Deals that entered the stage in the period.")
     moved_on = fields.Integer("Moved On",
         help="Of those, the deals that later entered a later stage (open "
@@ -184,16 +184,19 @@ class Funnel(Report):
     won = fields.Integer("Won", help="Of those, the deals later won.")
     lost_here = fields.Integer("Lost Here",
         help="Of those, the deals lost from this stage.")
-    next_rate = fields.Function(fields.Float("To Next Stage %",
+    next_rate = fields.Function(fields.Float("To Next %",
             digits=(3, 1)), 'get_rate')
     won_rate = fields.Function(fields.Float("To Won %", digits=(3, 1)),
         'get_rate')
     drop_rate = fields.Function(fields.Float("Drop-off %", digits=(3, 1),
             help="Of the deals that reached the stage, the share lost "
             "from it."), 'get_rate')
-    average_time = fields.TimeDelta("Average Time in Stage",
+    average_time = fields.TimeDelta("Average Time in Stage (Exact)",
         help="The average time the deals that left the stage in the period "
         "had spent in it.")
+    time_in_stage = fields.Function(fields.TimeDelta("Time in Stage",
+            help="The average time the deals that left the stage in the "
+            "period had spent in it, to the minute."), 'get_time_in_stage')
     _rates = {'next_rate': ('moved_on', 'reached'),
         'won_rate': ('won', 'reached'), 'drop_rate': ('lost_here', 'reached')}
 
@@ -249,6 +252,12 @@ class Funnel(Report):
                 Coalesce(counts.lost_here, 0).as_('lost_here'),
                 left.average_time.as_('average_time'),
                 where=stage.active == Literal(True)))
+
+    def get_time_in_stage(self, name):
+        "To the minute: a manager reads days and hours, not microseconds."
+        if self.average_time is not None:
+            return dt.timedelta(minutes=round(
+                    self.average_time.total_seconds() / 60))
 
     @classmethod
     def get_rate(cls, rows, names):

@@ -142,7 +142,7 @@ class ReportingTestCase(unittest.TestCase):
 
     def funnel(self, **context):
         return {row.stage.name: (row.reached, row.next_rate, row.won_rate,
-                row.drop_rate, row.average_time)
+                row.drop_rate, row.time_in_stage)
             for row in report('crm.reporting.funnel', **context)}
 
     @with_transaction()
