@@ -108,7 +108,13 @@ def test_funnel_opens_from_the_menu_with_a_row_per_stage(
         page.screenshot(path=str(screenshots / 'reports-funnel.png'))
         # Switch: the graph of the deals reaching each stage.
         tab.locator('button#switch_').click()
-        expect(tab.locator('.graph svg').first).to_be_visible()
+        # A bar per stage that some deal reached, drawn (billboard.js grows them).
+        bars = tab.locator('.graph path.bb-bar')
+        expect(bars).to_have_count(len(stages))
+        page.wait_for_timeout(1000)
+        # Painted, not only laid out (a bar with no colour is invisible).
+        assert 'none' not in bars.evaluate_all(
+            'bars => bars.map(bar => getComputedStyle(bar).fill)')
         page.screenshot(path=str(screenshots / 'reports-funnel-graph.png'))
     finally:
         context.close()

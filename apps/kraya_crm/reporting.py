@@ -12,12 +12,12 @@ same domains.
 The period is of Indian dates (Asia/Kolkata) over UTC timestamps; it
 defaults to this Indian fiscal year, April to March."""
 import datetime as dt
-from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from sql import Literal, Null, Union
 from sql.aggregate import Avg, Count, Max, Min, Sum
 from sql.conditionals import Case, Coalesce
+from sql.functions import Round
 from sql.operators import Exists
 
 from trytond.model import ModelSQL, ModelView, fields
@@ -121,9 +121,15 @@ def percent(part, whole):
 
 
 def value_sum(deal):
-    "The sum of deals' values, exact on SQLite too (it stores text)."
-    Deal = Pool().get('crm.deal')
-    return Coalesce(Sum(Deal.value.sql_cast(deal.value)), 0)
+    """The sum of deals' values, rounded to the company currency's digits:
+    SQLite sums the text it stores as floating point."""
+    pool = Pool()
+    Deal = pool.get('crm.deal')
+    Company = pool.get('company.company')
+    company = Transaction().context.get('company')
+    digits = Company(company).currency.digits if (
+        company is not None and company >= 0) else 2
+    return Coalesce(Round(Sum(Deal.value.sql_cast(deal.value)), digits), 0)
 
 
 def no_timestamps():
