@@ -13,6 +13,7 @@ time it took in first_response_seconds."""
 import datetime as dt
 import json
 import statistics
+from collections import defaultdict
 from email.message import EmailMessage
 from email.utils import format_datetime
 
@@ -493,28 +494,39 @@ class FirstResponseReport(ModelSQL, ModelView):
                 lead.first_response_at, lead.sla_due_at,
                 where=(lead.sla_started_at >= start)
                 & (lead.sla_started_at < end) & key.in_(ids or [-1])))
-        seconds, within, waiting = {}, {}, {}
-        for key_id, taken, answered, due in cursor:
-            if answered is None:
-                waiting[key_id] = waiting.get(key_id, 0) + 1
-                continue
-            seconds.setdefault(key_id, []).append(taken or 0)
-            if due and answered <= due:
-                within[key_id] = within.get(key_id, 0) + 1
+        figures = first_response_figures(cursor)
         result = {n: {} for n in names}
         for row in rows:
-            taken = seconds.get(row.id, [])
-            figures = {
-                'answered': len(taken),
-                'waiting': waiting.get(row.id, 0),
-                'median_time': dt.timedelta(
-                    seconds=statistics.median(taken)) if taken else None,
-                'within_target': round(100 * within.get(row.id, 0)
-                    / len(taken), 1) if taken else None,
-                }
             for name in names:
-                result[name][row.id] = figures[name]
+                result[name][row.id] = figures[row.id][name]
         return result
+
+
+def first_response_figures(rows):
+    """{key: {'answered', 'waiting', 'median_time', 'within_target'}} from
+    rows of (key, first_response_seconds, first_response_at, sla_due_at):
+    the median in Python (SQLite has none), so the rows are one period's."""
+    seconds, within, waiting = {}, {}, {}
+    for key, taken, answered, due in rows:
+        if answered is None:
+            waiting[key] = waiting.get(key, 0) + 1
+            continue
+        seconds.setdefault(key, []).append(taken or 0)
+        if due and answered <= due:
+            within[key] = within.get(key, 0) + 1
+    figures = defaultdict(lambda: {'answered': 0, 'waiting': 0,
+            'median_time': None, 'within_target': None})
+    for key in seconds.keys() | waiting.keys():
+        taken = seconds.get(key, [])
+        figures[key] = {
+            'answered': len(taken),
+            'waiting': waiting.get(key, 0),
+            'median_time': dt.timedelta(
+                seconds=statistics.median(taken)) if taken else None,
+            'within_target': round(100 * within.get(key, 0)
+                / len(taken), 1) if taken else None,
+            }
+    return figures
 
 
 class Cron(metaclass=PoolMeta):

@@ -23,6 +23,9 @@ SETTINGS = dict(manager=FULL, rep=READ, agent=READ, accountant=READ,
 # What the sales team works on; the accountant reads it all.
 SALES_WORK = dict(manager=FULL, rep='rwc', agent='rwc', accountant=READ,
     nobody=NONE)
+# The sales team's reports (reporting.py).
+SALES_REPORT = dict(manager=READ, rep=READ, agent=NONE, accountant=NONE,
+    nobody=NONE)
 
 MODELS = {
     'crm.assignment.rule': dict(SETTINGS, accountant=NONE),
@@ -61,6 +64,12 @@ MODELS = {
     'crm.send_pace': dict.fromkeys(ROLES, NONE),
     'crm.report.first_response': dict(manager=READ, rep=NONE, agent=NONE,
         accountant=NONE, nobody=NONE),
+    # The desk's reports: a rep reads their own figures (the reports
+    # count only the records the rules let the user read).
+    'crm.reporting.funnel': SALES_REPORT,
+    'crm.reporting.lost_reason': SALES_REPORT,
+    'crm.reporting.rep': SALES_REPORT,
+    'crm.reporting.source': SALES_REPORT,
     'crm.scoring.model': dict(SETTINGS, manager='rwc'),
     'crm.scoring.rule': SETTINGS,
     'crm.sequence': dict(SETTINGS),
@@ -96,7 +105,8 @@ RELATIONS = {
     }
 
 # Models whose rows are views of others: only read is tried.
-REPORTS = {'crm.report.first_response'}
+REPORTS = {'crm.report.first_response', 'crm.reporting.funnel',
+    'crm.reporting.lost_reason', 'crm.reporting.rep', 'crm.reporting.source'}
 SINGLETONS = {'crm.configuration'}
 
 # Models of ours that store nothing (a wizard's form, a page's API): they
@@ -107,7 +117,8 @@ VIEW_ONLY = {
     'crm.lead.import.start', 'crm.lead.merge.start',
     'crm.lead.privacy_export.start',
     'crm.lead.reassign.start', 'crm.my_day',
-    'crm.report.first_response.context', 'crm.task.finish.start',
+    'crm.report.first_response.context', 'crm.reporting.context',
+    'crm.task.finish.start',
     'crm.whatsapp.template.sync.done', 'crm.whatsapp.template.sync.start',
     'crm.whatsapp.webhook',
     }

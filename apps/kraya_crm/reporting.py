@@ -1,0 +1,486 @@
+"""The manager's reports in the desk: the funnel, the sources, the reps and
+the lost reasons, as Tryton's own reporting models (SQL table_query,
+read-only, filtered by the context model crm.reporting.context).
+
+Each report is built on the records the user may read: the leads, deals,
+tasks and stage changes come from Model.search(domain, query=True), which
+applies the user's record rules, so a rep's report holds the numbers of
+their own leads and deals (and their team's unassigned ones), as their
+lists do. The filters (period, team, owner, source) are clauses of those
+same domains.
+
+The period is of Indian dates (Asia/Kolkata) over UTC timestamps; it
+defaults to this Indian fiscal year, April to March."""
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from sql import Literal, Null, Union
+from sql.aggregate import Avg, Count, Max, Min, Sum
+from sql.conditionals import Case, Coalesce
+from sql.functions import Round
+from sql.operators import Exists
+
+from trytond.model import ModelSQL, ModelView, fields
+from trytond.modules.currency.fields import Monetary
+from trytond.pool import Pool
+from trytond.transaction import Transaction
+
+from .fiscal_year import year_start
+from .sla import first_response_figures
+from .spreadsheet import FormulaSafeExport
+
+ZONE = ZoneInfo('Asia/Kolkata')
+FILTERS = ('from_date', 'to_date', 'team', 'owner', 'source')
+# Rows read under other filters are other rows: the transaction's record
+# cache must tell them apart (as company.py does for 'company').
+Transaction.cache_keys.update(FILTERS)
+
+
+def period_dates():
+    "The context's (from, to) dates, both included: this fiscal year else."
+    context = Transaction().context
+    start = year_start(dt.date.today())
+    from_date = context.get('from_date') or start
+    to_date = context.get('to_date') or start.replace(
+        year=start.year + 1) - dt.timedelta(days=1)
+    return from_date, to_date
+
+
+def period():
+    """The period as naive UTC timestamps [start, end): from the Indian
+    midnight starting from_date to the one ending to_date."""
+    from_date, to_date = period_dates()
+
+    def utc(date):
+        local = dt.datetime.combine(date, dt.time(), tzinfo=ZONE)
+        return local.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return utc(from_date), utc(to_date + dt.timedelta(days=1))
+
+
+def in_period(column):
+    start, end = period()
+    return (column >= start) & (column < end)
+
+
+def filters(team='team', owner='owner', source='source'):
+    """The context's team, owner and source as a domain, each on the path
+    given (None: the filter does not apply to the model)."""
+    context = Transaction().context
+    domain = []
+    for path, key in [(team, 'team'), (owner, 'owner'), (source, 'source')]:
+        value = context.get(key)
+        if value is None or path is None:
+            continue
+        if isinstance(path, list):
+            domain.append(['OR'] + [(p, '=', value) for p in path])
+        else:
+            domain.append((path, '=', value))
+    return domain
+
+
+def company_domain():
+    return [('company', '=', Transaction().context.get('company', -1))]
+
+
+def readable_leads():
+    "The ids of the leads of the period the user may read, filtered."
+    Lead = Pool().get('crm.lead')
+    start, end = period()
+    return Lead.search(company_domain() + filters() + [
+            ('create_date', '>=', start), ('create_date', '<', end)],
+        order=[], query=True)
+
+
+def readable_deals():
+    "The ids of the deals the user may read, filtered (any date)."
+    Deal = Pool().get('crm.deal')
+    return Deal.search(company_domain() + filters(source='lead.source'),
+        order=[], query=True)
+
+
+def readable_tasks():
+    "The ids of the tasks the user may read, filtered (any date)."
+    Task = Pool().get('crm.task')
+    return Task.search(filters(team='owner.crm_teams',
+            source=['lead.source', 'deal.lead.source']),
+        order=[], query=True)
+
+
+def company_currency():
+    Company = Pool().get('company.company')
+    company = Transaction().context.get('company')
+    if company is not None and company >= 0:
+        return Company(company).currency.id
+
+
+def percent(part, whole):
+    "part of whole in %, one decimal; None of nothing."
+    if not whole or part is None:
+        return None
+    return round(100 * part / whole, 1)
+
+
+def value_sum(deal):
+    """The sum of deals' values, rounded to the company currency's digits:
+    SQLite sums the text it stores as floating point."""
+    pool = Pool()
+    Deal = pool.get('crm.deal')
+    Company = pool.get('company.company')
+    company = Transaction().context.get('company')
+    digits = Company(company).currency.digits if (
+        company is not None and company >= 0) else 2
+    return Coalesce(Round(Sum(Deal.value.sql_cast(deal.value)), digits), 0)
+
+
+def no_timestamps():
+    "The columns every ModelSQL reads, for a report of no one's making."
+    return [Literal(0).as_('create_uid'), Literal(None).as_('create_date'),
+        Literal(None).as_('write_uid'), Literal(None).as_('write_date')]
+
+
+class ReportingContext(ModelView):
+    "CRM Reports Filters"
+    __name__ = 'crm.reporting.context'
+    __string__ = "CRM Reports Filters"
+    from_date = fields.Date("From", required=True)
+    to_date = fields.Date("To", required=True)
+    team = fields.Many2One('crm.team', "Team")
+    owner = fields.Many2One('res.user', "Owner")
+    source = fields.Many2One('crm.source', "Source")
+
+    @classmethod
+    def default_from_date(cls):
+        return year_start(dt.date.today())
+
+    @classmethod
+    def default_to_date(cls):
+        start = year_start(dt.date.today())
+        return start.replace(year=start.year + 1) - dt.timedelta(days=1)
+
+
+class Report(FormulaSafeExport, ModelSQL, ModelView):
+    "What the reports share: rates from their counts."
+    __slots__ = ()
+
+    @classmethod
+    def get_rate(cls, rows, names):
+        "Each rate field is {name: (count field, of count field)}."
+        return {name: {row.id: percent(getattr(row, cls._rates[name][0]),
+                        getattr(row, cls._rates[name][1]))
+                for row in rows}
+            for name in names}
+
+
+class Funnel(Report):
+    """One row per pipeline stage, in order: the deals that entered it in
+    the period, how many of them went on to a later stage, to Won, or were
+    lost from it, and how long deals stayed in it."""
+    __name__ = 'crm.reporting.funnel'
+    __string__ = "Funnel"
+    stage = fields.Many2One('crm.stage', "Stage")
+    sequence = fields.Integer("Sequence")
+    kind = fields.Selection([
+            ('open', "Open"), ('won', "Won"), ('lost', "Lost"),
+            ], "Kind")
+    reached = fields.Integer("Reached",
+        help="Deals that entered the stage in the period.")
+    moved_on = fields.Integer("Moved On",
+        help="Of those, the deals that later entered a later stage (open "
+        "or won), whenever.")
+    won = fields.Integer("Won", help="Of those, the deals later won.")
+    lost_here = fields.Integer("Lost Here",
+        help="Of those, the deals lost from this stage.")
+    next_rate = fields.Function(fields.Float("To Next %",
+            digits=(3, 1)), 'get_rate')
+    won_rate = fields.Function(fields.Float("To Won %", digits=(3, 1)),
+        'get_rate')
+    drop_rate = fields.Function(fields.Float("Drop-off %", digits=(3, 1),
+            help="Of the deals that reached the stage, the share lost "
+            "from it."), 'get_rate')
+    average_time = fields.TimeDelta("Average Time in Stage (Exact)",
+        help="The average time the deals that left the stage in the period "
+        "had spent in it.")
+    time_in_stage = fields.Function(fields.TimeDelta("Time in Stage",
+            help="The average time the deals that left the stage in the "
+            "period had spent in it, to the minute."), 'get_time_in_stage')
+    _rates = {'next_rate': ('moved_on', 'reached'),
+        'won_rate': ('won', 'reached'), 'drop_rate': ('lost_here', 'reached')}
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        cls._order = [('sequence', 'ASC NULLS FIRST'), ('id', 'ASC')]
+
+    @classmethod
+    def table_query(cls):
+        pool = Pool()
+        Stage = pool.get('crm.stage')
+        History = pool.get('crm.deal.stage_history')
+        stage, entered, later = (Stage.__table__() for _ in range(3))
+        history, move, moved = (History.__table__() for _ in range(3))
+        deals = readable_deals()
+        # Each deal once per stage it entered in the period.
+        cohort = history.select(history.deal.as_('deal'),
+            history.to_stage.as_('stage'),
+            where=in_period(history.changed_at) & history.deal.in_(deals),
+            group_by=[history.deal, history.to_stage])
+
+        def went(condition):
+            "1 when the cohort's deal ever entered a stage of condition."
+            return Case((Exists(move.join(later,
+                            condition=move.to_stage == later.id).select(
+                            Literal(1), where=(move.deal == cohort.deal)
+                            & condition)), 1), else_=0)
+        counts = cohort.join(entered,
+            condition=cohort.stage == entered.id).select(
+            cohort.stage.as_('stage'),
+            Count(Literal(1)).as_('reached'),
+            Sum(went((later.kind != 'lost')
+                    & (later.sequence > entered.sequence))).as_('moved_on'),
+            Sum(went(later.kind == 'won')).as_('won'),
+            Sum(went((move.from_stage == cohort.stage)
+                    & (later.kind == 'lost'))).as_('lost_here'),
+            group_by=[cohort.stage])
+        left = moved.select(moved.from_stage.as_('stage'),
+            Avg(moved.time_in_previous).as_('average_time'),
+            where=in_period(moved.changed_at) & moved.deal.in_(deals)
+            & (moved.from_stage != Null) & (moved.time_in_previous != Null),
+            group_by=[moved.from_stage])
+        return (stage
+            .join(counts, 'LEFT', condition=counts.stage == stage.id)
+            .join(left, 'LEFT', condition=left.stage == stage.id)
+            .select(stage.id.as_('id'), *no_timestamps(),
+                stage.id.as_('stage'), stage.sequence.as_('sequence'),
+                stage.kind.as_('kind'),
+                Coalesce(counts.reached, 0).as_('reached'),
+                Coalesce(counts.moved_on, 0).as_('moved_on'),
+                Coalesce(counts.won, 0).as_('won'),
+                Coalesce(counts.lost_here, 0).as_('lost_here'),
+                left.average_time.as_('average_time'),
+                where=stage.active == Literal(True)))
+
+    def get_time_in_stage(self, name):
+        "To the minute: a manager reads days and hours, not microseconds."
+        if self.average_time is not None:
+            return dt.timedelta(minutes=round(
+                    self.average_time.total_seconds() / 60))
+
+    @classmethod
+    def get_rate(cls, rows, names):
+        "Nothing moves on from a closed stage: its rates are empty."
+        result = super().get_rate(rows, names)
+        for name in {'next_rate', 'won_rate'} & set(names):
+            for row in rows:
+                if row.kind != 'open':
+                    result[name][row.id] = None
+        return result
+
+
+class Source(Report):
+    """Per lead source, the leads created in the period: how many were
+    converted, and their deals won and the value won."""
+    __name__ = 'crm.reporting.source'
+    __string__ = "Lead Sources"
+    source = fields.Many2One('crm.source', "Source")
+    leads = fields.Integer("Leads", help="Leads created in the period.")
+    converted = fields.Integer("Converted")
+    converted_rate = fields.Function(fields.Float("Converted %",
+            digits=(3, 1)), 'get_rate')
+    won_deals = fields.Integer("Won Deals",
+        help="Deals of these leads in a won stage.")
+    currency = fields.Many2One('currency.currency', "Currency")
+    won_value = Monetary("Won Value", currency='currency',
+        digits='currency', help="In the company's currency.")
+    _rates = {'converted_rate': ('converted', 'leads')}
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        cls._order = [('leads', 'DESC'), ('id', 'ASC')]
+
+    @classmethod
+    def table_query(cls):
+        pool = Pool()
+        Lead = pool.get('crm.lead')
+        Deal = pool.get('crm.deal')
+        Stage = pool.get('crm.stage')
+        lead, deal_lead = Lead.__table__(), Lead.__table__()
+        deal, stage = Deal.__table__(), Stage.__table__()
+        leads = readable_leads()
+        currency = company_currency()
+        counts = lead.select(lead.source.as_('source'),
+            Count(lead.id).as_('leads'),
+            Sum(Case((lead.status == 'converted', 1), else_=0)
+                ).as_('converted'),
+            where=lead.id.in_(leads) & (lead.source != Null),
+            group_by=[lead.source])
+        won = (deal
+            .join(deal_lead, condition=deal.lead == deal_lead.id)
+            .join(stage, condition=deal.stage == stage.id)
+            .select(deal_lead.source.as_('source'),
+                Count(deal.id).as_('won_deals'),
+                value_sum(deal).as_('won_value'),
+                where=(stage.kind == 'won') & deal_lead.id.in_(leads)
+                & deal.id.in_(readable_deals())
+                & (deal.currency == (currency or -1)),
+                group_by=[deal_lead.source]))
+        return (counts
+            .join(won, 'LEFT', condition=won.source == counts.source)
+            .select(counts.source.as_('id'), *no_timestamps(),
+                counts.source.as_('source'), counts.leads.as_('leads'),
+                counts.converted.as_('converted'),
+                Coalesce(won.won_deals, 0).as_('won_deals'),
+                Literal(currency).as_('currency'),
+                cls.won_value.sql_cast(
+                    Coalesce(won.won_value, 0)).as_('won_value')))
+
+
+class Rep(Report):
+    """Per owner: the leads of the period they own and how fast they
+    answered them, the tasks they did and the deals they won in it."""
+    __name__ = 'crm.reporting.rep'
+    __string__ = "Reps"
+    user = fields.Many2One('res.user', "Owner")
+    leads = fields.Integer("Leads Owned",
+        help="Leads created in the period that they own.")
+    median_first_response = fields.Function(fields.TimeDelta(
+            "First Response (Median)",
+            help="Working time from the lead's capture to its first "
+            "answer, the median over the period's answered leads."),
+        'get_first_response')
+    within_sla = fields.Function(fields.Float("Within SLA %", digits=(3, 1),
+            help="Of the period's answered leads, the share answered by "
+            "their first-response target."), 'get_first_response')
+    tasks_done = fields.Integer("Tasks Done",
+        help="Tasks assigned to them done in the period.")
+    won_deals = fields.Integer("Deals Won",
+        help="Their deals that entered a won stage in the period and are "
+        "still won.")
+    currency = fields.Many2One('currency.currency', "Currency")
+    won_value = Monetary("Won Value", currency='currency',
+        digits='currency', help="In the company's currency.")
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        cls._order = [('won_value', 'DESC'), ('id', 'ASC')]
+
+    @classmethod
+    def table_query(cls):
+        pool = Pool()
+        Lead = pool.get('crm.lead')
+        Task = pool.get('crm.task')
+        Deal = pool.get('crm.deal')
+        Stage = pool.get('crm.stage')
+        History = pool.get('crm.deal.stage_history')
+        lead, task, deal = Lead.__table__(), Task.__table__(), Deal.__table__()
+        stage, history = Stage.__table__(), History.__table__()
+        currency = company_currency()
+        owned = lead.select(lead.owner.as_('user'),
+            Count(lead.id).as_('leads'),
+            where=lead.id.in_(readable_leads()) & (lead.owner != Null),
+            group_by=[lead.owner])
+        done = task.select(task.owner.as_('user'),
+            Count(task.id).as_('tasks_done'),
+            where=task.id.in_(readable_tasks()) & (task.state == 'done')
+            & in_period(task.done_at) & (task.owner != Null),
+            group_by=[task.owner])
+        won_in_period = history.join(stage,
+            condition=history.to_stage == stage.id).select(history.deal,
+            where=(stage.kind == 'won') & in_period(history.changed_at))
+        won_stage = Stage.__table__()
+        won = deal.join(won_stage,
+            condition=deal.stage == won_stage.id).select(
+            deal.owner.as_('user'), Count(deal.id).as_('won_deals'),
+            value_sum(deal).as_('won_value'),
+            where=(won_stage.kind == 'won') & deal.id.in_(won_in_period)
+            & deal.id.in_(readable_deals()) & (deal.owner != Null)
+            & (deal.currency == (currency or -1)),
+            group_by=[deal.owner])
+        users = Union(owned.select(owned.user), done.select(done.user),
+            won.select(won.user))
+        return (users
+            .join(owned, 'LEFT', condition=owned.user == users.user)
+            .join(done, 'LEFT', condition=done.user == users.user)
+            .join(won, 'LEFT', condition=won.user == users.user)
+            .select(users.user.as_('id'), *no_timestamps(),
+                users.user.as_('user'),
+                Coalesce(owned.leads, 0).as_('leads'),
+                Coalesce(done.tasks_done, 0).as_('tasks_done'),
+                Coalesce(won.won_deals, 0).as_('won_deals'),
+                Literal(currency).as_('currency'),
+                cls.won_value.sql_cast(
+                    Coalesce(won.won_value, 0)).as_('won_value')))
+
+    @classmethod
+    def get_first_response(cls, rows, names):
+        """The median and the share within SLA over the owners' answered
+        leads of the period (the rows the report counts), in one query."""
+        Lead = Pool().get('crm.lead')
+        lead = Lead.__table__()
+        cursor = Transaction().connection.cursor()
+        cursor.execute(*lead.select(lead.owner, lead.first_response_seconds,
+                lead.first_response_at, lead.sla_due_at,
+                where=lead.id.in_(readable_leads())
+                & lead.owner.in_([r.user.id for r in rows] or [-1])
+                & (lead.sla_started_at != Null)))
+        figures = first_response_figures(cursor)
+        keys = {'median_first_response': 'median_time',
+            'within_sla': 'within_target'}
+        return {name: {row.id: figures[row.user.id][keys[name]]
+                for row in rows}
+            for name in names}
+
+
+class LostReason(Report):
+    """The deals lost in the period (and still lost), by their reason, the
+    stage they were lost from and their lead's source."""
+    __name__ = 'crm.reporting.lost_reason'
+    __string__ = "Lost Reasons"
+    reason = fields.Text("Lost Reason")
+    from_stage = fields.Many2One('crm.stage', "Lost From Stage")
+    source = fields.Many2One('crm.source', "Source")
+    deals = fields.Integer("Deals")
+    currency = fields.Many2One('currency.currency', "Currency")
+    value = Monetary("Value", currency='currency', digits='currency',
+        help="The lost deals' value, in the company's currency.")
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        cls._order = [('deals', 'DESC'), ('value', 'DESC'), ('id', 'ASC')]
+
+    @classmethod
+    def table_query(cls):
+        pool = Pool()
+        Lead = pool.get('crm.lead')
+        Deal = pool.get('crm.deal')
+        Stage = pool.get('crm.stage')
+        History = pool.get('crm.deal.stage_history')
+        deal, lead = Deal.__table__(), Lead.__table__()
+        stage, lost_stage = Stage.__table__(), Stage.__table__()
+        history, last = History.__table__(), History.__table__()
+        currency = company_currency()
+        deals = readable_deals()
+        # The deal's last move into a lost stage, when it is in the period.
+        last_lost = history.join(lost_stage,
+            condition=history.to_stage == lost_stage.id).select(
+            history.deal.as_('deal'), Max(history.id).as_('move'),
+            where=(lost_stage.kind == 'lost') & history.deal.in_(deals),
+            group_by=[history.deal])
+        query = (deal
+            .join(stage, condition=deal.stage == stage.id)
+            .join(last_lost, condition=last_lost.deal == deal.id)
+            .join(last, condition=last.id == last_lost.move)
+            .join(lead, 'LEFT', condition=deal.lead == lead.id)
+            .select(Min(deal.id).as_('id'), *no_timestamps(),
+                deal.lost_reason.as_('reason'),
+                last.from_stage.as_('from_stage'),
+                lead.source.as_('source'),
+                Count(deal.id).as_('deals'),
+                Literal(currency).as_('currency'),
+                cls.value.sql_cast(value_sum(deal)).as_('value'),
+                where=(stage.kind == 'lost') & in_period(last.changed_at)
+                & (deal.currency == (currency or -1)),
+                group_by=[deal.lost_reason, last.from_stage, lead.source]))
+        return query
