@@ -1,12 +1,13 @@
 """Whether a site may listen beyond this machine: not with what anyone can
 read in this repository, the demo's secrets (sites/default/trytond.conf)
 and the demo's passwords (each demo user's is its login, admin's "admin").
-./crm start refuses such a site and says what to change."""
+./crm start refuses such a site and says what to change.
+
+Like the rest of the tooling it imports kraya_crm (and so trytond, which
+picks its configuration once) only inside functions."""
 import contextlib
 import ipaddress
 import sqlite3
-
-from kraya_crm.settings import DEMO_VALUES, SECRETS
 
 # The demo's users (kraya_site.demo.USERS) and the admin.
 DEMO_LOGINS = ('admin', 'manager', 'rep', 'rep2', 'agent', 'accountant')
@@ -26,6 +27,7 @@ def is_loopback(listen):
 
 def demo_secrets(site):
     "The secret settings of the site that still hold the public demo value."
+    from kraya_crm.settings import DEMO_VALUES, SECRETS
     config = site.config()
     return [name for name in SECRETS
         if config.get('kraya_crm', name, fallback='') == DEMO_VALUES[name]]
