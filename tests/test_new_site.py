@@ -241,3 +241,21 @@ def test_the_inbox_of_a_real_site_shows_its_first_whatsapp_lead(
     assert status == 201, answer
     thread = inbox.thread(conversation['id'])
     assert [i['type'] for i in thread['items']] == ['message', 'note']
+
+
+def test_a_real_site_erases_a_person_and_never_captures_them_again(
+        real_site, webhook, admin):
+    "new-site wrote the site's own privacy pepper: erasure works at once."
+    config = real_site.site.config()
+    assert config.get('kraya_crm', 'privacy_pepper') not in (
+        '', DEMO_VALUES['privacy_pepper'])
+    wa_id = new_wa_id()
+    assert webhook.post(inbound(wa_id, name="Erase Me"))[0] == 200
+    settle(admin)
+    lead, = lead_of(admin, wa_id)
+    admin.model('crm.lead', 'erase_personal_data', [lead['id']])
+    assert webhook.post(inbound(wa_id, name="Erase Me"))[0] == 200
+    settle(admin)
+    assert lead_of(admin, wa_id) == []
+    assert [l['action'] for l in admin.search_read('crm.privacy.log',
+            [('lead', '=', lead['id'])], ['action'])] == ['erasure']
