@@ -259,3 +259,18 @@ def test_a_real_site_erases_a_person_and_never_captures_them_again(
     assert lead_of(admin, wa_id) == []
     assert [l['action'] for l in admin.search_read('crm.privacy.log',
             [('lead', '=', lead['id'])], ['action'])] == ['erasure']
+
+
+def test_a_real_sites_reports_count_its_first_leads(real_site, webhook, admin):
+    "The reports on a site with no demo data: its stages and its leads."
+    wa_id = new_wa_id()
+    assert webhook.post(inbound(wa_id, name="Report Me"))[0] == 200
+    settle(admin)
+    whatsapp, = admin.search('crm.source', [('code', '=', 'whatsapp')])
+    sources = {row['source']: row['leads'] for row in admin.search_read(
+            'crm.reporting.source', [], ['source', 'leads'])}
+    assert sources[whatsapp] == admin.search_count('crm.lead',
+        [('source', '=', whatsapp)]) >= 1
+    stages = admin.search('crm.stage', [])
+    assert sorted(row['id'] for row in admin.search_read(
+            'crm.reporting.funnel', [], ['reached'])) == sorted(stages)
