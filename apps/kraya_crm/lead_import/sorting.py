@@ -1,7 +1,6 @@
 """Sorting the good rows of a file: each row's person, whether the file
 met them earlier and whether the database knows them; in a child process
 for ./crm import."""
-import collections
 import multiprocessing
 import sqlite3
 from itertools import islice
@@ -105,7 +104,11 @@ class ChildSorter:
     caller needs comes back: a row's cells only when it has problems (for
     the report). Iterating gives what sort_rows gives; fraction_done() says
     how far the child has read. The caller must not read `rows` itself:
-    the child, forked, goes on with the caller's copy of the file."""
+    the child, forked, goes on with the caller's copy of the file.
+
+    One process and one pipe, not multiprocessing.Pool: a Pool's
+    terminate() waits for a lock its idle worker holds while it waits for
+    work, and hung ./crm import at the end of a file now and then."""
 
     def __init__(self, parser, lead_file, rows, known=None, size=2000,
             ahead=3):
@@ -116,47 +119,83 @@ class ChildSorter:
 
     def __iter__(self):
         context = multiprocessing.get_context('fork')
-        with context.Pool(1, _start_child, self.args) as pool:
-            # A pool of one takes the requests in order: the known keys
-            # first, a few lists at a time (memory stays flat), then each
-            # request reads the next chunk. An empty answer means the file
-            # has ended.
-            waiting = collections.deque()
+        connection, child_end = context.Pipe()
+        child = context.Process(
+            target=_serve, args=(child_end, self.args), daemon=True)
+        child.start()
+        child_end.close()
+        asked = 0
+
+        def ask(request, *args):
+            nonlocal asked
+            connection.send((request, args))
+            asked += 1
+
+        def answer():
+            nonlocal asked
+            asked -= 1
+            outcome, value = connection.recv()
+            if outcome == 'failed':
+                raise value
+            return value
+        try:
+            # The child takes the requests in order: the known keys first,
+            # a few lists at a time (memory stays flat), then each request
+            # reads the next chunk. An empty answer means the file ended.
             for texts in self.known or []:
-                waiting.append(pool.apply_async(_add_known, (texts,)))
-                if len(waiting) > self.ahead:
-                    waiting.popleft().get()
-            for added in waiting:
-                added.get()
-            waiting = collections.deque(
-                pool.apply_async(_sort_next_chunk) for _ in range(self.ahead))
+                ask('add_known', texts)
+                if asked > self.ahead:
+                    answer()
+            while asked:
+                answer()
+            for _ in range(self.ahead):
+                ask('sort_next_chunk')
             while True:
-                results, self.fraction = waiting.popleft().get()
+                results, self.fraction = answer()
                 if not results:
                     break
-                waiting.append(pool.apply_async(_sort_next_chunk))
+                ask('sort_next_chunk')
                 yield from results
+        finally:
+            # The child ends when the pipe closes; it is killed if it is
+            # still busy with a chunk no one will read.
+            connection.close()
+            child.join(timeout=5)
+            if child.is_alive():
+                child.kill()
+                child.join()
 
     def fraction_done(self):
         return self.fraction
 
 
-_child = None
+def _serve(connection, args):
+    "The child: answer each request of the pipe until it closes."
+    parser, lead_file, rows, knows, size = args
+    sorter = RowSorter(parser, knows=knows)
+    chunks = _slices_of(rows, size)
+    while True:
+        try:
+            request, request_args = connection.recv()
+        except EOFError:
+            return
+        try:
+            if request == 'add_known':
+                sorter.add_known(*request_args)
+                value = None
+            else:
+                value = _sort_next_chunk(sorter, lead_file, chunks)
+        except Exception as exception:
+            outcome, value = 'failed', exception
+        else:
+            outcome = 'done'
+        try:
+            connection.send((outcome, value))
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the caller stopped reading: nothing more to do
 
 
-def _start_child(parser, lead_file, rows, knows, size):
-    global _child
-    _child = (RowSorter(parser, knows=knows), lead_file,
-        _slices_of(rows, size))
-
-
-def _add_known(texts):
-    sorter, _, _ = _child
-    sorter.add_known(texts)
-
-
-def _sort_next_chunk():
-    sorter, lead_file, chunks = _child
+def _sort_next_chunk(sorter, lead_file, chunks):
     chunk = next(chunks, [])
     # The cells go back only for the report of the row's problems.
     results = [(number, cells if problems else None, values, problems, *rest)
