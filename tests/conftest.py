@@ -108,6 +108,7 @@ def crm_site(tmp_path_factory):
             ('kraya_crm', 'outbox_retry_seconds'): 1,
             ('kraya_crm', 'outbox_lease_seconds'): 4,
             ('kraya_crm', 'media_retry_seconds'): 1,
+            ('kraya_crm', 'webhook_retry_seconds'): 1,
             # Small batches, so that the worker's batch after batch path
             # runs under the tests' bursts of deliveries.
             ('kraya_crm', 'whatsapp_batch_size'): 4,

@@ -43,6 +43,9 @@ MODELS = {
     'crm.deal.stage_history': dict(manager=READ, rep=READ, agent=READ,
         accountant=READ, nobody=NONE),
     'crm.enrollment': SALES_WORK,
+    # What happened, for the webhooks (event.py): written by the system.
+    'crm.event': dict(manager=READ, rep=NONE, agent=NONE, accountant=NONE,
+        nobody=NONE),
     'crm.lead': SALES_WORK,
     'crm.lead.consent': SALES_WORK,
     'crm.lead.merge_log': SALES_WORK,
@@ -78,6 +81,15 @@ MODELS = {
     'crm.stage': SETTINGS,
     'crm.task': dict(SALES_WORK, rep=FULL),
     'crm.team': SETTINGS,
+    # Outgoing webhooks: the URLs and secrets are the manager's; only the
+    # worker writes deliveries and their tries (webhook.py).
+    'crm.webhook': dict(manager=FULL, rep=NONE, agent=NONE, accountant=NONE,
+        nobody=NONE),
+    'crm.webhook.attempt': dict(manager=READ, rep=NONE, agent=NONE,
+        accountant=NONE, nobody=NONE),
+    # Written by the manager only through Replay (its fields are read-only).
+    'crm.webhook.delivery': dict(manager='rw', rep=NONE, agent=NONE,
+        accountant=NONE, nobody=NONE),
     'crm.whatsapp.inbox': dict(manager=READ, rep=NONE, agent=NONE,
         accountant=NONE, nobody=NONE),
     'crm.whatsapp.template': dict(SETTINGS, manager='rwc'),
@@ -144,6 +156,8 @@ BUTTONS = {
     ('crm.task', 'cancel'): IN_THE_FIELD,
     ('crm.task', 'done'): IN_THE_FIELD,
     ('crm.task', 'reopen'): IN_THE_FIELD,
+    ('crm.webhook', 'new_secret'): {'manager'},
+    ('crm.webhook.delivery', 'replay'): {'manager'},
     }
 
 # Tryton's own buttons of the sale and the invoice, as the CRM's roles
