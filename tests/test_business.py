@@ -33,6 +33,14 @@ class BusinessTestCase(unittest.TestCase):
             '27AAPFU0939F1ZV')
         self.assertIsNone(check("Acme", 'MH', '  ').gstin)
 
+    def test_pin_code_is_six_digits_not_starting_with_0(self):
+        self.assertEqual(check("Acme", 'KA', postal_code='560 001',
+                street=" 12 MG Road ", city="Bengaluru").postal_code,
+            '560001')
+        for pin in ['56001', '060001', '5600O1']:
+            with self.assertRaisesRegex(BusinessError, 'not a PIN code'):
+                check("Acme", 'KA', postal_code=pin)
+
 
 class SecretSettingTestCase(unittest.TestCase):
 

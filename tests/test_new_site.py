@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = 'a-Strong-pass-123'
 SENDER = "Acme Traders <sales@acme.in>"
 BUSINESS = {'KRAYA_COMPANY': "Acme Traders", 'KRAYA_STATE': 'Karnataka',
-    'KRAYA_GSTIN': '29AAPFU0939F1ZR', 'KRAYA_ADMIN_EMAIL': 'admin@acme.in'}
+    'KRAYA_GSTIN': '29AAPFU0939F1ZR', 'KRAYA_ADMIN_EMAIL': 'admin@acme.in',
+    'KRAYA_STREET': "12 MG Road", 'KRAYA_CITY': "Bengaluru",
+    'KRAYA_PIN': '560001'}
 
 
 def crm(*args, env=None):
@@ -274,3 +276,91 @@ def test_a_real_sites_reports_count_its_first_leads(real_site, webhook, admin):
     stages = admin.search('crm.stage', [])
     assert sorted(row['id'] for row in admin.search_read(
             'crm.reporting.funnel', [], ['reached'])) == sorted(stages)
+
+
+def test_a_real_sites_webhook_gets_its_first_whatsapp_lead_signed(
+        real_site, webhook, admin):
+    "A manager's n8n webhook on a site with no demo data."
+    from kraya_crm.tests.test_webhook import Receiver
+    from .test_webhooks_rpc import verified
+    with Receiver() as receiver:
+        hook, = admin.model('crm.webhook', 'create', [{'name': "n8n",
+                    'url': receiver.url, 'events': ['lead.created']}])
+        secret = admin.model('crm.webhook', 'read', [hook],
+            ['secret'])[0]['secret']
+        wa_id = new_wa_id()
+        assert webhook.post(inbound(wa_id, name="Hook Me"))[0] == 200
+        settle(admin)
+        # Other tests' leads may come in meanwhile: find this one's.
+        (headers, body), = eventually(lambda: [(h, b)
+                for h, b in receiver.received
+                if json.loads(b)['data']['name'] == "Hook Me"])
+        admin.model('crm.webhook', 'delete', [hook])
+    assert verified(secret, headers, body)
+    event = json.loads(body)
+    assert (event['event'],
+        event['data']['whatsapp'] or event['data']['phone']) == (
+        'lead.created', f'+{wa_id}')
+
+
+def test_a_real_site_turns_a_won_deal_into_a_gst_invoice(real_site, admin):
+    """The Indian setup new-site made (chart, GST taxes and rules, series):
+    a Karnataka company invoicing a Maharashtra customer charges IGST, and
+    the invoice prints with Rule 46's fields."""
+    import base64
+
+    from kraya_crm.tests.tools import document_text, keep_picture
+
+    def decimal(value):
+        return {'__class__': 'Decimal', 'decimal': value}
+
+    category, = admin.search('product.category', [('name', '=', "GST 18%")])
+    unit, = admin.search('product.uom', [('symbol', '=', 'u')], limit=1)
+    template, = admin.model('product.template', 'create', [{
+                'name': "Store fit-out consultancy", 'type': 'service',
+                'list_price': decimal('100000'), 'default_uom': unit,
+                'salable': True, 'sale_uom': unit, 'hsn_sac': '998311',
+                'account_category': category,
+                'products': [['create', [{}]]]}])
+    product, = admin.search('product.product', [('template', '=', template)])
+    india, = admin.search('country.country', [('code', '=', 'IN')])
+    maharashtra, = admin.search('country.subdivision',
+        [('code', '=', 'IN-MH')])
+    party, = admin.model('party.party', 'create', [{
+                'name': "Deshmukh Retail", 'gst_registration': 'regular',
+                'addresses': [['create', [{'street': "FC Road",
+                                'city': "Pune", 'postal_code': '411004',
+                                'country': india,
+                                'subdivision': maharashtra}]]],
+                'identifiers': [['create', [{'type': 'in_vat',
+                                'code': '27AAGCP4321R1ZY'}]]]}])
+    deal, = admin.model('crm.deal', 'create', [{
+                'title': "Deshmukh Retail: Pune store", 'party': party,
+                'lines': [['create', [{'product': product, 'quantity': 1,
+                                'unit_price': decimal('100000')}]]]}])
+    admin.model('crm.deal', 'create_quotation', [deal])
+    sale = admin.model('crm.deal', 'read', [deal], ['sale'])[0]['sale']
+    admin.model('sale.sale', 'quote', [sale])
+    admin.model('sale.sale', 'confirm', [sale])
+    invoice = eventually(lambda: admin.search('account.invoice', [
+                ('lines.origin.sale', '=', sale, 'sale.line')]),
+        timeout=60)[0]
+    admin.model('account.invoice', 'post', [invoice])
+    values, = admin.model('account.invoice', 'read', [invoice],
+        ['number', 'total_amount', 'tax_amount'])
+    assert (values['total_amount'], values['tax_amount']) == (
+        decimal('118000.00'), decimal('18000.00'))
+    extension, content, _, _ = admin.call(
+        'report.account.invoice.gst.execute', [invoice], {}, admin.context)
+    pdf = base64.b64decode(content['base64'])
+    keep_picture(pdf, 'gst-invoice-real-site')
+    text = document_text(extension, pdf)
+    for expected in ["TAX INVOICE", "Acme Traders", "12 MG Road",
+            "Bengaluru", "560001", "29AAPFU0939F1ZR",
+            "Deshmukh Retail", "27AAGCP4321R1ZY", "9983", "IGST 18%",
+            "₹18,000.00", "₹1,18,000.00", values['number'],
+            "Place of supply: Maharashtra (27)",
+            "Rupees One Lakh Eighteen Thousand Only"]:
+        assert expected in text, expected
+    assert admin.model('crm.deal', 'read', [deal],
+        ['invoice_state'])[0]['invoice_state'] == 'posted'

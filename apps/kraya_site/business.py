@@ -96,7 +96,8 @@ def check_gstin(gstin, state):
     return number
 
 
-def check(name, state, gstin=None, admin_email=None):
+def check(name, state, gstin=None, admin_email=None, street=None,
+        city=None, postal_code=None):
     "A Business of checked values, or BusinessError saying what is wrong."
     name = (name or '').strip()
     if not name:
@@ -105,7 +106,13 @@ def check(name, state, gstin=None, admin_email=None):
     email = (admin_email or '').strip() or None
     if email and ('@' not in email or ' ' in email):
         raise BusinessError(f'"{admin_email}" is not an email address')
-    return Business(name, state, check_gstin(gstin, state), email)
+    pin = (postal_code or '').replace(' ', '') or None
+    if pin and not (len(pin) == 6 and pin.isdigit() and pin[0] != '0'):
+        raise BusinessError(f'"{postal_code}" is not a PIN code: six '
+            'digits, the first not 0 (e.g. 560001)')
+    return Business(name, state, check_gstin(gstin, state), email,
+        street=(street or '').strip() or None,
+        city=(city or '').strip() or None, postal_code=pin)
 
 
 # --- In the database (inside a transaction) ---
@@ -232,6 +239,9 @@ def parse_args(argv=None):
     parser.add_argument('--state', required=True)
     parser.add_argument('--gstin')
     parser.add_argument('--admin-email')
+    parser.add_argument('--street')
+    parser.add_argument('--city')
+    parser.add_argument('--postal-code')
     return parser.parse_args(argv)
 
 
@@ -239,7 +249,8 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         business = check(args.company, args.state, args.gstin,
-            args.admin_email)
+            args.admin_email, street=args.street, city=args.city,
+            postal_code=args.postal_code)
     except BusinessError as exception:
         print(f'crm: {exception}', file=sys.stderr)
         return 1

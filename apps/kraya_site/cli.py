@@ -154,6 +154,11 @@ BUSINESS_QUESTIONS = [
     ('state', 'KRAYA_STATE', "its Indian state", "e.g. MH or Maharashtra",
         True),
     ('gstin', 'KRAYA_GSTIN', "its GSTIN", "optional", False),
+    # Rule 46: the supplier's address is on every tax invoice.
+    ('street', 'KRAYA_STREET', "its street address",
+        "printed on invoices; optional", False),
+    ('city', 'KRAYA_CITY', "its city", "optional", False),
+    ('postal_code', 'KRAYA_PIN', "its PIN code", "6 digits; optional", False),
     ('admin_email', 'KRAYA_ADMIN_EMAIL', "the admin's email", "optional",
         False),
     ]
@@ -211,7 +216,9 @@ def ask_business(args):
                     'this command from a terminal')
         try:
             return business.check(answers['company'], answers['state'],
-                answers['gstin'], answers['admin_email'])
+                answers['gstin'], answers['admin_email'],
+                street=answers['street'], city=answers['city'],
+                postal_code=answers['postal_code'])
         except business.BusinessError as exception:
             if not interactive:
                 raise SiteError(str(exception)) from exception

@@ -198,9 +198,11 @@ class Site:
                 '--config', str(self.config_file),
                 '--database', self.database,
                 '--company', business.name, '--state', business.state,
-                *(['--gstin', business.gstin] if business.gstin else []),
-                *(['--admin-email', business.admin_email]
-                    if business.admin_email else [])],
+                *[argument for option in ['gstin', 'admin_email', 'street',
+                        'city', 'postal_code']
+                    if getattr(business, option)
+                    for argument in ['--' + option.replace('_', '-'),
+                        getattr(business, option)]]],
             env=self.environ())
 
     def load_demo(self):
