@@ -29,6 +29,7 @@ from .sequence import local_timezone
 from .sla import first_response_figures, format_duration
 
 MONTHS_IN_YEAR = 12
+RESPONSE_WINDOW = dt.timedelta(days=30)
 
 
 def utc(local):
@@ -120,7 +121,7 @@ class Dashboard(Model):
         deals = [('company', '=', company)] + mine
         tasks = mine
         won = cls.won_deals(deals, calendar, access.value)
-        pipeline = cls.pipeline(deals, access.value)
+        pipeline = cls.pipeline(deals, calendar, access.value)
         return {
             'scope': 'all' if manager else 'mine',
             'today': calendar.today.isoformat(),
@@ -177,12 +178,13 @@ class Dashboard(Model):
 
     @classmethod
     def first_response(cls, leads, calendar):
-        "The median working time to the first answer, this month's leads."
+        """The median working time to the first answer over the last 30
+        days' leads (a month's start, or a day, has too few)."""
         Lead = Pool().get('crm.lead')
         lead = Lead.__table__()
         ids = readable_ids('crm.lead', leads + [
-                ('create_date', '>=', calendar.month_start),
-                ('create_date', '<', calendar.month_end),
+                ('create_date', '>=', calendar.now - RESPONSE_WINDOW),
+                ('create_date', '<', calendar.now),
                 ('sla_started_at', '!=', None)])
         cursor = Transaction().connection.cursor()
         cursor.execute(*lead.select(lead.first_response_seconds,
@@ -191,7 +193,9 @@ class Dashboard(Model):
         figures = first_response_figures(
             (None, *row) for row in cursor)[None]
         median = figures['median_time']
-        detail = f"{figures['answered']} answered this month"
+        answered = figures['answered']
+        detail = (f"{answered} lead{'' if answered == 1 else 's'} "
+            f"answered in {RESPONSE_WINDOW.days} days")
         if figures['within_target'] is not None:
             detail += f", {figures['within_target']:g}% within target"
         return cls.tile('first_response', "First response (median)",
@@ -255,21 +259,30 @@ class Dashboard(Model):
             }
 
     @classmethod
-    def pipeline(cls, deals, show_money):
+    def pipeline(cls, deals, calendar, show_money):
         """The open deals' value and weighted value (value × the stage's
-        probability), and the funnel: the deals in each stage."""
+        probability), and the funnel: the open deals in each open stage,
+        and the deals that entered a won or lost stage this month (all
+        the closed ones of the past would dwarf the pipeline)."""
         pool = Pool()
         Deal = pool.get('crm.deal')
         Stage = pool.get('crm.stage')
         with check_access():
             stages = Stage.search([],
                 order=[('sequence', 'ASC'), ('id', 'ASC')])
-        totals = grouped_totals(Deal, deals, lambda t: [t.stage],
+        open_totals = grouped_totals(Deal,
+            deals + [('stage.kind', '=', 'open')], lambda t: [t.stage],
             lambda t: t.value)
+        closed_counts = grouped_totals(Deal, deals + [
+                ('stage.kind', '!=', 'open'),
+                ('stage_entered_at', '>=', calendar.month_start),
+                ('stage_entered_at', '<', calendar.month_end)],
+            lambda t: [t.stage], lambda t: t.value)
         value = weighted = Decimal(0)
         funnel = []
         open_count = 0
         for stage in stages:
+            totals = open_totals if stage.kind == 'open' else closed_counts
             count, total = totals.get((stage.id,), (0, Decimal(0)))
             funnel.append({'id': stage.id, 'label': stage.rec_name,
                     'kind': stage.kind, 'color': stage.color or '#64748b',

@@ -68,17 +68,18 @@ class Figures:
                 dict(asha, name="L5", source=web.id),
                 ])
         # L1: today 10:00; L2: yesterday 12:00; L3: today 00:30 (the
-        # 14th in UTC); L4: yesterday 23:30 (India); L5: last month.
+        # 14th in UTC); L4: yesterday 23:30 (India); L5: 44 days ago.
         for lead, at in [(l1, NOW - 2 * HOUR), (l2, NOW - DAY),
                 (l3, dt.datetime(2026, 12, 14, 19, 0)),
                 (l4, dt.datetime(2026, 12, 14, 18, 0)),
-                (l5, dt.datetime(2026, 11, 20, 6, 30))]:
+                (l5, dt.datetime(2026, 11, 1, 6, 30))]:
             set_columns(Lead, [lead], create_date=at, sla_started_at=at,
                 sla_due_at=at + HOUR)
         # Hot and unanswered: L1 (Asha's), L4 (Ravi's); L5 hot, answered.
         set_columns(Lead, [l1, l4, l5], band='hot')
         # Answered: L2 in 10 min (on time), L3 in 30 min past a due set
-        # before the answer (late), L5 last month (not this month's).
+        # before the answer (late), L5 more than 30 days ago (out of the
+        # median's window).
         for lead, seconds, late in [(l2, 600, False), (l3, 1800, True),
                 (l5, 60, False)]:
             at = Lead(lead.id).sla_started_at
@@ -172,7 +173,7 @@ class DashboardTestCase(unittest.TestCase):
                 'percent': 50})
         self.assertEqual([(s['label'], s['count'])
                 for s in asha['charts']['sources']],
-            [("Web (dashboard)", 2)])  # L1, L2 (L5 was November)
+            [("Web (dashboard)", 2)])  # L1, L2 (L5 came in November)
         won = {m['label']: m['value_text']
             for m in asha['charts']['won_by_month'] if m['count']}
         self.assertEqual(won, {'Oct': '₹50,000', 'Dec': '₹1,00,000'})
@@ -221,7 +222,7 @@ class DashboardTestCase(unittest.TestCase):
                     })
             first_response = manager['tiles'][2]
             self.assertEqual(first_response['detail'],
-                "2 answered this month, 50% within target")
+                "2 leads answered in 30 days, 50% within target")
             # 1,20,000 + 30,000
             self.assertEqual(manager['tiles'][-1]['weighted_text'],
                 '₹1,50,000')
@@ -229,9 +230,11 @@ class DashboardTestCase(unittest.TestCase):
             self.assertEqual((manager['target']['kind'],
                     manager['target']['amount_text'],
                     manager['target']['percent']), ('reps', '₹7,00,000', 50))
+            # Open deals by stage; won and lost this month: D1, D3 and D7
+            # (D2 was won in October, D4 last year).
             self.assertEqual({f['label']: f['count']
                     for f in manager['charts']['funnel'] if f['count']},
-                {"New": 1, "Proposal Sent": 1, "Won": 4, "Lost": 1})
+                {"New": 1, "Proposal Sent": 1, "Won": 2, "Lost": 1})
             self.assertEqual({m['month']: m['value']
                     for m in manager['charts']['won_by_month']
                     if m['count']},
