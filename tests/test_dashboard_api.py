@@ -126,3 +126,15 @@ def test_new_hot_lead_counts_for_its_owner_and_the_manager_only(
     after = counts()
     assert after == [[n + 1 for n in before[0]], before[1],
         [n + 1 for n in before[2]]]
+
+
+def test_field_agent_sees_their_counts_without_money_or_sources(crm_site):
+    agent = figures(InboxClient(crm_site, 'agent', page='dashboard'))
+    assert (agent['scope'], agent['show_money'], agent['target']) == (
+        'mine', False, None)
+    assert agent['charts']['sources'] is None
+    assert agent['charts']['won_by_month'] is None
+    pipeline = tile(agent, 'pipeline')
+    assert pipeline['label'] == "Open deals"
+    assert not any('₹' in (t['text'] + (t['detail'] or ''))
+        for t in agent['tiles'])

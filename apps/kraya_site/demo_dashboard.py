@@ -45,8 +45,14 @@ def date_closed_deals(rng):
     cursor.execute(*deal.join(stage, condition=deal.stage == stage.id
             ).join(lead, 'LEFT', condition=deal.lead == lead.id
             ).select(deal.id, lead.create_date, deal.create_date,
+            deal.value, lead.budget,
             where=stage.kind != 'open', order_by=[deal.id]))
-    for deal_id, came, made in cursor.fetchall():
+    for deal_id, came, made, value, budget in cursor.fetchall():
+        if not value and budget:
+            # The scoring's past deals were made without lines: worth
+            # their lead's budget.
+            cursor.execute(*deal.update([deal.value], [budget],
+                    where=deal.id == deal_id))
         came = came or made
         if isinstance(came, str):
             came = dt.datetime.fromisoformat(came)
@@ -73,14 +79,26 @@ def months_so_far(today):
     return months
 
 
-def usual_month(domain):
-    "What the deals of domain won in a month, on average over a year."
+def usual_month(owner=None, team=None):
+    """What the deals of an owner or a team won in a month, over the last
+    three (in SQL: date_closed_deals wrote the values past the cache)."""
+    from sql.aggregate import Sum
     from trytond.pool import Pool
-    Deal = Pool().get('crm.deal')
-    since = dt.datetime.now() - dt.timedelta(days=365)
-    won = Deal.search(domain + [('stage.kind', '=', 'won'),
-            ('stage_entered_at', '>=', since)])
-    return sum((d.value for d in won), Decimal(0)) / 12
+    from trytond.transaction import Transaction
+    pool = Pool()
+    deal = pool.get('crm.deal').__table__()
+    stage = pool.get('crm.stage').__table__()
+    since = dt.datetime.now() - dt.timedelta(days=90)
+    where = (stage.kind == 'won') & (deal.stage_entered_at >= since)
+    if owner:
+        where &= deal.owner == owner.id
+    if team:
+        where &= deal.team == team.id
+    cursor = Transaction().connection.cursor()
+    cursor.execute(*deal.join(stage, condition=deal.stage == stage.id
+            ).select(Sum(deal.value), where=where))
+    total, = cursor.fetchone()
+    return Decimal(str(total or 0)) / 3
 
 
 def stretched(amount):
@@ -94,10 +112,9 @@ def set_targets(team, users):
     from trytond.pool import Pool
     Target = Pool().get('crm.sales.target')
     months = months_so_far(dt.date.today())
-    amounts = {login: stretched(usual_month(
-                [('owner', '=', users[login].id)]))
+    amounts = {login: stretched(usual_month(owner=users[login]))
         for login in REPS}
-    team_amount = stretched(usual_month([('team', '=', team.id)]))
+    team_amount = stretched(usual_month(team=team))
     Target.create([{'user': users[login].id, 'month': month,
                 'amount': amount}
             for login, amount in amounts.items() for month in months]

@@ -206,7 +206,7 @@ function drawCharts() {
         'No deals yet.');
     drawChart('chart-won', charts.won_by_month && charts.won_by_month.map(
         m => ({label: m.label, value: Number(m.value),
-            text: m.count ? shortInr(m.value) : '',
+            text: Number(m.value) ? shortInr(m.value) : '',
             title: `${m.value_text} (${m.count} won)`})),
         (width, rows) => width < 560
             ? horizontalBars(width, rows) : columns(width, rows),
