@@ -218,6 +218,21 @@ def chromium_browser():
             browser.close()
 
 
+def back_to_desk(page, crm_site, login):
+    """After the desk's login: the demo's manager and reps land on the
+    dashboard (their login action, demo_dashboard.LANDING); its Desk link
+    takes them back to the desk, which then stays."""
+    from playwright.sync_api import expect
+    from kraya_site.demo_dashboard import LANDING
+    if login not in LANDING:
+        return
+    expect(page.locator('#dashboard[aria-busy="false"]'),
+        f'{login} should land on the dashboard').to_be_visible()
+    page.locator('#desk-link').click()
+    expect(page.locator('#menu .column-char', has_text='CRM'),
+        f'the dashboard should lead {login} back to the desk').to_be_visible()
+
+
 def choose_desk_database(page, database):
     """Have sao's login dialog on the site's database: sao fills and locks
     it when the server has only that one, and offers a list when it has

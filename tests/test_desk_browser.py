@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import phonenumbers
 import pytest
 
-from .conftest import choose_desk_database
+from .conftest import back_to_desk, choose_desk_database
 
 playwright_sync = pytest.importorskip('playwright.sync_api')
 expect = playwright_sync.expect
@@ -143,6 +143,7 @@ def run_desk_walk(page, crm_site, walk, screenshots):
             ).to_be_visible()
         password.fill('rep')
         password.press('Enter')
+        back_to_desk(page, crm_site, 'rep')
         menu = page.locator('#menu')
         crm = menu.locator('.column-char', has_text='CRM')
         expect(crm, 'after login the menu should show CRM').to_be_visible()

@@ -38,6 +38,8 @@ ROUTES = {
     '/<database_name>/crm/my-day/inbox/<int:lead_id>': DESK_PAGE,
     '/<database_name>/crm/board': DESK_PAGE,
     '/<database_name>/crm/board/api/<path:action>': DESK_API,
+    '/<database_name>/crm/dashboard': DESK_PAGE,
+    '/<database_name>/crm/dashboard/api/<path:action>': DESK_API,
     }
 
 
@@ -73,9 +75,15 @@ def rep2_records(crm_site, manager, rep):
     return {'conversation': conversation, 'lead': lead, 'task': task}
 
 
-# Per page of ours: a read of its API, a change, and the changes that
-# name a record of rep2's ({conversation}, {lead}, {task}).
+# Per page of ours: a read of its API, a change (None: it changes
+# nothing), and the requests that name a record of rep2's
+# ({conversation}, {lead}, {task}).
 PAGES = {
+    'dashboard': {
+        'read': 'figures',
+        'change': None,
+        'others': [],
+        },
     'inbox': {
         'read': 'conversations',
         'change': ('conversations/{conversation}/notes', {'text': "hi"}),
@@ -129,9 +137,15 @@ def test_page_and_api_refuse_an_expired_session(crm_site, expired_rep, page):
 def test_page_api_refuses_no_session_and_cross_site_changes(
         crm_site, rep, rep2_records, page):
     client = client_of(crm_site, page, rep)
+    assert client.get(PAGES[page]['read'], cookie=False)[0] == 401
+    if PAGES[page]['change'] is None:
+        # A page that only reads takes no POST at all.
+        status, _, _ = client.request('POST', f"/api/{PAGES[page]['read']}",
+            {}, raw=True)
+        assert status == 405
+        return
     path, body = PAGES[page]['change']
     path = path.format(**rep2_records)
-    assert client.get(PAGES[page]['read'], cookie=False)[0] == 401
     assert client.post(path, body, cookie=False)[0] == 401
     for headers in [{'X-CSRF-Token': ''}, {'Sec-Fetch-Site': 'cross-site'},
             {'Origin': 'https://evil.example'}]:

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from .conftest import choose_desk_database
+from .conftest import back_to_desk, choose_desk_database
 from .test_desk_browser import TIMEOUT_MS, VIEWPORTS
 
 playwright_sync = pytest.importorskip('playwright.sync_api')
@@ -30,6 +30,7 @@ def manager_page(request, chromium_browser, crm_site):
     password = page.locator('input[type="password"]:visible')
     password.fill('manager')
     password.press('Enter')
+    back_to_desk(page, crm_site, 'manager')
     expect(page.locator('#menu .column-char', has_text='CRM')).to_be_visible()
     page.viewport_name = request.param
     page.js_errors = errors

@@ -29,7 +29,7 @@ import pytest
 
 from kraya_peers import whatsapp as whatsapp_simulator
 
-from .conftest import choose_desk_database, eventually
+from .conftest import back_to_desk, choose_desk_database, eventually
 from .test_desk_browser import TIMEOUT_MS, VIEWPORTS, random_indian_mobile
 
 playwright_sync = pytest.importorskip('playwright.sync_api')
@@ -93,6 +93,7 @@ def desk_login(page, crm_site, login):
     password = page.locator('input[type="password"]:visible')
     password.fill(login)
     password.press('Enter')
+    back_to_desk(page, crm_site, login)
     expect(page.locator('#menu .column-char', has_text='CRM'),
         f'the desk should log {login} in').to_be_visible()
 

@@ -5,7 +5,7 @@ import datetime as dt
 
 import pytest
 
-from .conftest import choose_desk_database
+from .conftest import back_to_desk, choose_desk_database
 
 REP_FIELDS = ['user', 'leads', 'median_first_response', 'within_sla',
     'tasks_done', 'won_deals', 'won_value']
@@ -91,6 +91,7 @@ def test_funnel_opens_from_the_menu_with_a_row_per_stage(
         password = page.locator('input[type="password"]:visible')
         password.fill('manager')
         password.press('Enter')
+        back_to_desk(page, crm_site, 'manager')
         menu = page.locator('#menu')
         menu.locator('.column-char', has_text='CRM').click()
         menu.get_by_text('Reports', exact=True).click()

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from .conftest import choose_desk_database
+from .conftest import back_to_desk, choose_desk_database
 
 playwright_sync = pytest.importorskip('playwright.sync_api')
 expect = playwright_sync.expect
@@ -27,6 +27,7 @@ def desk(crm_site, chromium_browser):
     password = page.locator('input[type="password"]:visible')
     password.fill('manager')
     password.press('Enter')
+    back_to_desk(page, crm_site, 'manager')
     expect(page.locator('#menu .column-char', has_text='CRM')).to_be_visible()
     yield page
     context.close()

@@ -111,3 +111,7 @@ class InvoiceSendError(UserError):
 
 class PrivacyError(UserError):
     pass
+
+
+class SalesTargetError(ValidationError):
+    pass

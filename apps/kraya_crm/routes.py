@@ -18,6 +18,8 @@ letter, never lost.
     GET  /<db>/crm/my-day/inbox/<lead>       a lead's conversation, made if missing
     GET  /<db>/crm/board                     the pipeline board (desk session)
     GET|POST /<db>/crm/board/api/...         what the board reads and does
+    GET  /<db>/crm/dashboard                 the dashboard home (desk session)
+    GET  /<db>/crm/dashboard/api/...         what the dashboard reads
 
 Imported from the module's __init__, as Tryton's marketing_automation
 registers its own."""
@@ -182,13 +184,13 @@ def _accept(pool, body, tries=3):
 
 # The inbox's API, whose requests from another site are refused with a
 # JSON answer (trytond would fail them with a 500 page).
-INBOX_API_PATH = re.compile(r'/crm/(?:inbox|my-day|board)/api/')
+INBOX_API_PATH = re.compile(r'/crm/(?:inbox|my-day|board|dashboard)/api/')
 
 
 def _check_origins(wsgi_app):
     """Before trytond sees the Origin header: a web form's is ours to judge
     (its allowed origins), and a foreign one on our pages' APIs (inbox,
-    My day, board) is refused."""
+    My day, board, dashboard) is refused."""
     def wrapper(environ, start_response):
         path = environ.get('PATH_INFO', '')
         origin = environ.get('HTTP_ORIGIN')
@@ -1020,3 +1022,32 @@ def _board_changed_since(request, pool, cursor):
                 request.args.get('shown', ''))]
         return pool.get('crm.board').changed_since(mode, filters, cursor,
             start, shown)
+
+
+# --- The dashboard home ---
+
+# (method, path pattern, handler(request, Dashboard), status): it only reads.
+DASHBOARD_API = [
+    ('GET', r'figures', lambda request, Dashboard: Dashboard.figures(), 200),
+    ]
+DASHBOARD_API = [(method, re.compile(pattern), handler, status)
+    for method, pattern, handler, status in DASHBOARD_API]
+
+
+@app.route('/<database_name>/crm/dashboard', methods=['GET'])
+@with_pool
+def dashboard_page(request, pool):
+    return desk_page(request, pool, "The dashboard", 'dashboard')
+
+
+@app.route('/<database_name>/crm/dashboard/api/<path:action>',
+    methods=['GET'])
+@with_pool
+def dashboard_api(request, pool, action):
+    """The inbox API's checks (session, limits) before crm.dashboard; it
+    changes nothing, so it takes no POST."""
+    refused = refused_api_request(request, action, "the dashboard")
+    if refused:
+        return refused
+    return dispatch_api(request, pool, DASHBOARD_API, action,
+        'crm.dashboard')

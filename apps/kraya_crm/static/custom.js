@@ -30,3 +30,48 @@ Sao.config.graph_color = '#0f766e';
         return exec_action.call(this, action, data, context);
     };
 }());
+
+// The page a user lands on: a login action (res.user's "actions", the
+// demo's manager and reps have the dashboard) that is a page of ours opens
+// in the desk's own tab instead of a pop-up, once per tab, and only when
+// the desk was opened at its start (not at a record's address). Coming
+// back to the desk from that page, or changing one's preferences, stays
+// in the desk.
+(function() {
+    var at_login = false;
+    function landed_key() {
+        return 'kraya_landed_' + Sao.Session.current_session.database;
+    }
+    var get_preferences = Sao.get_preferences;
+    Sao.get_preferences = function() {
+        at_login = true;
+        return get_preferences.apply(this, arguments).always(function() {
+            at_login = false;
+        });
+    };
+    var logout = Sao.logout;
+    Sao.logout = function() {
+        if (Sao.Session.current_session) {
+            sessionStorage.removeItem(landed_key());
+        }
+        return logout.apply(this, arguments);
+    };
+    var exec_action = Sao.Action.exec_action;
+    Sao.Action.exec_action = function(action, data, context) {
+        var session = Sao.Session.current_session;
+        if (at_login && session && action &&
+                action.type == 'ir.action.url' && action.url &&
+                action.url.indexOf('/{database}/crm/') === 0) {
+            var hash = window.location.hash.substr(1);
+            var at_start = !hash || hash == session.database;
+            if (!at_start || sessionStorage.getItem(landed_key())) {
+                return jQuery.when();
+            }
+            sessionStorage.setItem(landed_key(), '1');
+            window.location.assign(action.url.replace('{database}',
+                encodeURIComponent(session.database)));
+            return jQuery.when();
+        }
+        return exec_action.call(this, action, data, context);
+    };
+}());

@@ -78,6 +78,9 @@ MODELS = {
     'crm.sequence': dict(SETTINGS),
     'crm.sequence.step': dict(SETTINGS),
     'crm.source': SETTINGS,
+    # Monthly targets: the manager sets them, a rep or field agent reads
+    # their own (the record rule), the accountant none.
+    'crm.sales.target': dict(SETTINGS, accountant=NONE),
     'crm.stage': SETTINGS,
     'crm.task': dict(SALES_WORK, rep=FULL),
     'crm.team': SETTINGS,
@@ -124,7 +127,7 @@ SINGLETONS = {'crm.configuration'}
 # Models of ours that store nothing (a wizard's form, a page's API): they
 # must offer nothing over RPC but what every view offers.
 VIEW_ONLY = {
-    'crm.board', 'crm.enrollment.enrol.start', 'crm.inbox',
+    'crm.board', 'crm.dashboard', 'crm.enrollment.enrol.start', 'crm.inbox',
     'crm.lead.import.result',
     'crm.lead.import.start', 'crm.lead.merge.start',
     'crm.lead.privacy_export.start',
