@@ -484,3 +484,167 @@ class LostReason(Report):
                 & (deal.currency == (currency or -1)),
                 group_by=[deal.lost_reason, last.from_stage, lead.source]))
         return query
+
+
+def readable_enrollments():
+    """The ids of the enrollments of the period (enrolled in it) whose lead
+    the user may read, filtered by the lead's team, owner and source."""
+    Enrollment = Pool().get('crm.enrollment')
+    start, end = period()
+    return Enrollment.search([
+            ('lead.company', '=', Transaction().context.get('company', -1)),
+            ('enrolled_at', '>=', start), ('enrolled_at', '<', end),
+            ] + filters(team='lead.team', owner='lead.owner',
+            source='lead.source'), order=[], query=True)
+
+
+# A step's message that reached the lead: what a reply or an opt-out
+# answers.
+WENT_OUT = ['sent', 'delivered', 'read']
+
+
+def replies(enrollments):
+    "(enrollment, at): when the enrollments' leads last wrote back."
+    Enrollment = Pool().get('crm.enrollment')
+    enrollment = Enrollment.__table__()
+    return enrollment.select(enrollment.id.as_('enrollment'),
+        enrollment.replied_at.as_('at'),
+        where=enrollment.id.in_(enrollments)
+        & (enrollment.replied_at != Null))
+
+
+def opt_outs(enrollments):
+    """(enrollment, at): when the enrollments' leads first opted out of a
+    channel after they were enrolled (a sequence may go on with the other
+    channel, or stop)."""
+    pool = Pool()
+    Enrollment = pool.get('crm.enrollment')
+    Consent = pool.get('crm.lead.consent')
+    enrollment, consent = Enrollment.__table__(), Consent.__table__()
+    return enrollment.join(consent, condition=(
+            consent.lead == enrollment.lead)
+        & (consent.state == 'opted_out')
+        & (consent.opted_out_at >= enrollment.enrolled_at)
+        ).select(enrollment.id.as_('enrollment'),
+            Min(consent.opted_out_at).as_('at'),
+            where=enrollment.id.in_(enrollments),
+            group_by=[enrollment.id])
+
+
+def after_last_step(answers):
+    """(step, count) of answers (enrollment, at), each counted against the
+    last step that went out to its enrollment before it."""
+    Message = Pool().get('crm.message')
+    message, last = Message.__table__(), Message.__table__()
+    lasts = answers.join(message, condition=(
+            message.enrollment == answers.enrollment)
+        & (message.step != Null) & message.status.in_(WENT_OUT)
+        & (message.at <= answers.at)
+        ).select(answers.enrollment.as_('enrollment'),
+            Max(message.id).as_('message'),
+            group_by=[answers.enrollment])
+    return lasts.join(last, condition=last.id == lasts.message).select(
+        last.step.as_('step'), Count(lasts.enrollment).as_('count'),
+        group_by=[last.step])
+
+
+class SequenceStep(Report):
+    """Per step of a follow-up sequence, the enrollments of the period it
+    went out to, and how many leads replied or opted out after it (it was
+    the last step they got before)."""
+    __name__ = 'crm.reporting.sequence_step'
+    __string__ = "Follow-up Steps"
+    sequence = fields.Many2One('crm.sequence', "Sequence")
+    step = fields.Many2One('crm.sequence.step', "Step")
+    position = fields.Integer("Position")
+    reached = fields.Integer("Reached",
+        help="Enrollments this step went out to (sent, delivered or read).")
+    replied = fields.Integer("Replied",
+        help="Leads who wrote back after this step, the last they got.")
+    reply_rate = fields.Function(fields.Float("Reply %", digits=(3, 1)),
+        'get_rate')
+    opted_out = fields.Integer("Opted Out",
+        help="Leads who opted out after this step, the last they got.")
+    opt_out_rate = fields.Function(fields.Float("Opt-out %", digits=(3, 1)),
+        'get_rate')
+    _rates = {'reply_rate': ('replied', 'reached'),
+        'opt_out_rate': ('opted_out', 'reached')}
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        cls._order = [('sequence', 'ASC'), ('position', 'ASC'),
+            ('id', 'ASC')]
+
+    @classmethod
+    def table_query(cls):
+        pool = Pool()
+        Message = pool.get('crm.message')
+        Step = pool.get('crm.sequence.step')
+        message, step = Message.__table__(), Step.__table__()
+        enrollments = readable_enrollments()
+        reached = message.select(message.step.as_('step'),
+            Count(message.enrollment, distinct=True).as_('reached'),
+            where=(message.step != Null) & message.status.in_(WENT_OUT)
+            & message.enrollment.in_(enrollments),
+            group_by=[message.step])
+        replied = after_last_step(replies(enrollments))
+        opted_out = after_last_step(opt_outs(enrollments))
+        return (step
+            .join(reached, condition=reached.step == step.id)
+            .join(replied, 'LEFT', condition=replied.step == step.id)
+            .join(opted_out, 'LEFT', condition=opted_out.step == step.id)
+            .select(step.id.as_('id'), *no_timestamps(),
+                step.sequence.as_('sequence'), step.id.as_('step'),
+                step.position.as_('position'),
+                reached.reached.as_('reached'),
+                Coalesce(replied.count, 0).as_('replied'),
+                Coalesce(opted_out.count, 0).as_('opted_out')))
+
+
+class Sequence(Report):
+    """Per follow-up sequence, its enrollments of the period: how many
+    replied, opted out, ran every step, and are still running."""
+    __name__ = 'crm.reporting.sequence'
+    __string__ = "Follow-up Sequences"
+    sequence = fields.Many2One('crm.sequence', "Sequence")
+    enrolled = fields.Integer("Enrolled", help="Enrolled in the period.")
+    replied = fields.Integer("Replied")
+    reply_rate = fields.Function(fields.Float("Reply %", digits=(3, 1)),
+        'get_rate')
+    opted_out = fields.Integer("Opted Out",
+        help="Leads who opted out of a channel after they were enrolled.")
+    opt_out_rate = fields.Function(fields.Float("Opt-out %", digits=(3, 1)),
+        'get_rate')
+    completed = fields.Integer("Completed",
+        help="Went through every step.")
+    running = fields.Integer("Running", help="Active or paused now.")
+    _rates = {'reply_rate': ('replied', 'enrolled'),
+        'opt_out_rate': ('opted_out', 'enrolled')}
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        cls._order = [('enrolled', 'DESC'), ('id', 'ASC')]
+
+    @classmethod
+    def table_query(cls):
+        Enrollment = Pool().get('crm.enrollment')
+        enrollment = Enrollment.__table__()
+        enrollments = readable_enrollments()
+        opted = opt_outs(enrollments)
+
+        def count(condition):
+            return Sum(Case((condition, 1), else_=0))
+        return enrollment.join(opted, 'LEFT',
+            condition=opted.enrollment == enrollment.id
+            ).select(enrollment.sequence.as_('id'),
+                *no_timestamps(), enrollment.sequence.as_('sequence'),
+                Count(enrollment.id).as_('enrolled'),
+                count(enrollment.replied_at != Null).as_('replied'),
+                count(opted.enrollment != Null).as_('opted_out'),
+                count(enrollment.state == 'completed').as_('completed'),
+                count(enrollment.state.in_(['active', 'paused'])
+                    ).as_('running'),
+                where=enrollment.id.in_(enrollments),
+                group_by=[enrollment.sequence])

@@ -11,6 +11,8 @@ from trytond.tests.test_tryton import activate_module, with_transaction
 from trytond.transaction import Transaction
 
 from ..fiscal_year import year_start
+from ..message import utcnow
+from .test_sequence import TEXT, make_sequence, run, whatsapp_lead
 
 HOUR, DAY = dt.timedelta(hours=1), dt.timedelta(days=1)
 # The 11th of this fiscal year's April, 10:00 in Mumbai.
@@ -270,3 +272,51 @@ class ReportingTestCase(unittest.TestCase):
             rows = Lost.export_data(Lost.search([('deals', '=', 1)]),
                 ['reason', 'deals'])
             self.assertEqual(rows, [["'=HYPERLINK(\"x\")", 1]])
+
+    @with_transaction()
+    def test_sequences_count_replies_and_opt_outs_after_each_step(self):
+        """Four leads in a three-step sequence: Asha replies after step 1,
+        Ravi opts out after step 2, Meena gets all three, Kiran (no
+        WhatsApp opt-in) gets none; a lead of another owner's filter."""
+        pool = Pool()
+        Lead = pool.get('crm.lead')
+        Enrollment = pool.get('crm.enrollment')
+        Message = pool.get('crm.message')
+        with set_company(create_company()):
+            data = Figures()
+            sequence = make_sequence([TEXT] * 3)
+            asha, ravi, meena = [whatsapp_lead(name, owner=data.asha.id,
+                    phone=phone) for name, phone in [
+                    ("Asha", '9876500001'), ("Ravi", '9876500002'),
+                    ("Meena", '9876500003')]]
+            kiran, = Lead.create([{'name': "Kiran", 'phone': '9876500004',
+                        'owner': data.ravi.id}])
+            Enrollment.enrol(sequence,
+                [(lead, None) for lead in [asha, ravi, meena, kiran]])
+
+            def step_goes_out():
+                run()
+                Message.write(Message.search([('status', '=', 'queued')]),
+                    {'status': 'sent'})
+            step_goes_out()
+            Lead.record_inbound([(asha, utcnow(), True)])
+            step_goes_out()
+            Lead.opt_out([ravi], 'whatsapp', "Asked to stop")
+            step_goes_out()
+
+            steps = [(r.step.name, r.reached, r.replied, r.reply_rate,
+                    r.opted_out, r.opt_out_rate)
+                for r in report('crm.reporting.sequence_step')]
+            self.assertEqual(steps, [
+                    ("Step 1", 3, 1, 33.3, 0, 0.0),
+                    ("Step 2", 2, 0, 0.0, 1, 50.0),
+                    ("Step 3", 1, 0, 0.0, 0, 0.0)])
+            row, = report('crm.reporting.sequence')
+            self.assertEqual((row.sequence, row.enrolled, row.replied,
+                    row.reply_rate, row.opted_out, row.opt_out_rate),
+                (sequence, 4, 1, 25.0, 1, 25.0))
+            # Kiran is Ravi's: Asha's leads alone.
+            row, = report('crm.reporting.sequence', owner=data.asha.id)
+            self.assertEqual((row.enrolled, row.reply_rate), (3, 33.3))
+            self.assertEqual(report('crm.reporting.sequence',
+                    from_date=FY_END, to_date=FY_END), [])
