@@ -278,7 +278,8 @@ class Funnel(Report):
 
 class Source(Report):
     """Per lead source, the leads created in the period: how many were
-    converted, and their deals won and the value won."""
+    converted, and their deals won and the value won; with what the source
+    cost in the period's months, per lead and per deal won."""
     __name__ = 'crm.reporting.source'
     __string__ = "Lead Sources"
     source = fields.Many2One('crm.source', "Source")
@@ -291,7 +292,15 @@ class Source(Report):
     currency = fields.Many2One('currency.currency', "Currency")
     won_value = Monetary("Won Value", currency='currency',
         digits='currency', help="In the company's currency.")
+    cost = Monetary("Cost", currency='currency', digits='currency',
+        help="What the source cost in the months of the period "
+        "(CRM › Configuration › Lead Sources › Lead Source Costs).")
+    cost_per_lead = fields.Function(Monetary("Cost per Lead",
+            currency='currency', digits='currency'), 'get_cost_per')
+    cost_per_won = fields.Function(Monetary("Cost per Deal Won",
+            currency='currency', digits='currency'), 'get_cost_per')
     _rates = {'converted_rate': ('converted', 'leads')}
+    _costs_per = {'cost_per_lead': 'leads', 'cost_per_won': 'won_deals'}
 
     @classmethod
     def __setup__(cls):
@@ -299,15 +308,30 @@ class Source(Report):
         cls._order = [('leads', 'DESC'), ('id', 'ASC')]
 
     @classmethod
+    def get_cost_per(cls, rows, names):
+        "The cost over a count; none without a cost or with nothing counted."
+        def per(row, count):
+            if not row.cost or not count:
+                return None
+            return row.currency.round(row.cost / count)
+        return {name: {row.id: per(row, getattr(row, cls._costs_per[name]))
+                for row in rows}
+            for name in names}
+
+    @classmethod
     def table_query(cls):
         pool = Pool()
         Lead = pool.get('crm.lead')
         Deal = pool.get('crm.deal')
         Stage = pool.get('crm.stage')
+        Source = pool.get('crm.source')
+        Cost = pool.get('crm.source.cost')
         lead, deal_lead = Lead.__table__(), Lead.__table__()
         deal, stage = Deal.__table__(), Stage.__table__()
+        source, cost = Source.__table__(), Cost.__table__()
         leads = readable_leads()
         currency = company_currency()
+        from_date, to_date = period_dates()
         counts = lead.select(lead.source.as_('source'),
             Count(lead.id).as_('leads'),
             Sum(Case((lead.status == 'converted', 1), else_=0)
@@ -324,15 +348,33 @@ class Source(Report):
                 & deal.id.in_(readable_deals())
                 & (deal.currency == (currency or -1)),
                 group_by=[deal_lead.source]))
-        return (counts
-            .join(won, 'LEFT', condition=won.source == counts.source)
-            .select(counts.source.as_('id'), *no_timestamps(),
-                counts.source.as_('source'), counts.leads.as_('leads'),
-                counts.converted.as_('converted'),
+        # The months the period touches: a source's month of ads counts
+        # whole in a period that starts or ends within it.
+        context = Transaction().context
+        in_costs = ((cost.company == context.get('company', -1))
+            & (cost.month >= from_date.replace(day=1))
+            & (cost.month <= to_date))
+        if context.get('source') is not None:
+            in_costs &= cost.source == context['source']
+        costs = cost.select(cost.source.as_('source'),
+            Sum(Cost.amount.sql_cast(cost.amount)).as_('cost'),
+            where=in_costs, group_by=[cost.source])
+        # Every source with leads or a cost: one that cost money and
+        # brought no lead is the first a manager wants to see.
+        return (source
+            .join(counts, 'LEFT', condition=counts.source == source.id)
+            .join(won, 'LEFT', condition=won.source == source.id)
+            .join(costs, 'LEFT', condition=costs.source == source.id)
+            .select(source.id.as_('id'), *no_timestamps(),
+                source.id.as_('source'),
+                Coalesce(counts.leads, 0).as_('leads'),
+                Coalesce(counts.converted, 0).as_('converted'),
                 Coalesce(won.won_deals, 0).as_('won_deals'),
                 Literal(currency).as_('currency'),
                 cls.won_value.sql_cast(
-                    Coalesce(won.won_value, 0)).as_('won_value')))
+                    Coalesce(won.won_value, 0)).as_('won_value'),
+                cls.cost.sql_cast(costs.cost).as_('cost'),
+                where=(counts.source != Null) | (costs.source != Null)))
 
 
 class Rep(Report):

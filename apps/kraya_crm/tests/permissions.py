@@ -80,6 +80,8 @@ MODELS = {
     'crm.sequence': dict(SETTINGS),
     'crm.sequence.step': dict(SETTINGS),
     'crm.source': SETTINGS,
+    # What a source cost a month: money, which a field agent never sees.
+    'crm.source.cost': dict(SETTINGS, agent=NONE),
     # Monthly targets: the manager sets them, a rep or field agent reads
     # their own (the record rule), the accountant none.
     'crm.sales.target': dict(SETTINGS, accountant=NONE),

@@ -5,6 +5,7 @@ import datetime as dt
 import unittest
 from decimal import Decimal
 
+from trytond.model.exceptions import SQLConstraintError
 from trytond.modules.company.tests import create_company, set_company
 from trytond.pool import Pool
 from trytond.tests.test_tryton import activate_module, with_transaction
@@ -214,6 +215,47 @@ class ReportingTestCase(unittest.TestCase):
                 ["Walk-in (report)"])
             self.assertEqual(report('crm.reporting.source',
                     from_date=FY, to_date=D0.date() - DAY), [])
+
+    @with_transaction()
+    def test_sources_show_their_cost_per_lead_and_per_deal_won(self):
+        pool = Pool()
+        Source = pool.get('crm.source')
+        Cost = pool.get('crm.source.cost')
+        with set_company(create_company()):
+            data = Figures()
+            portal, = Source.create([{'name': "Portal", 'code': 'portal'}])
+            april = D0.date()  # kept as 1 April
+            Cost.create([
+                    {'source': data.web.id, 'month': april,
+                        'amount': Decimal('30000')},
+                    # March, last fiscal year: not this year's cost.
+                    {'source': data.web.id, 'month': FY - DAY,
+                        'amount': Decimal('99999')},
+                    {'source': data.walk.id, 'month': april,
+                        'amount': Decimal('5000')},
+                    {'source': portal.id, 'month': FY + 40 * DAY,
+                        'amount': Decimal('10000')},
+                    ])
+            self.assertEqual(Cost.search([('amount', '=', 30000)])[0].month,
+                FY)
+            rows = by(report('crm.reporting.source'), 'source')
+            self.assertEqual({name: (r.leads, r.cost, r.cost_per_lead,
+                        r.cost_per_won) for name, r in rows.items()}, {
+                    "Web (report)": (3, Decimal('30000.00'),
+                        Decimal('10000.00'), Decimal('30000.00')),
+                    "Walk-in (report)": (1, Decimal('5000.00'),
+                        Decimal('5000.00'), None),
+                    # Paid for, and not one lead: it shows.
+                    "Portal": (0, Decimal('10000.00'), None, None),
+                    })
+            walk = by(report('crm.reporting.source', source=data.walk.id),
+                'source')
+            self.assertEqual(list(walk), ["Walk-in (report)"])
+            # One cost a source and month: a second April is refused.
+            with self.assertRaises(SQLConstraintError):
+                Cost.create([{'source': data.web.id,
+                            'month': april + 10 * DAY,
+                            'amount': Decimal('1')}])
 
     @with_transaction()
     def test_reps_show_leads_first_response_tasks_and_deals_won(self):
