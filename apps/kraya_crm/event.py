@@ -7,13 +7,12 @@ exists exactly when the change was committed, and its id orders it. The
 listeners (outgoing webhooks, webhook.py) extend `Event.wanted` with the
 events they want and `Event.notify` with what they do about new ones; an
 event no one wants is not written at all, so a site without listeners
-pays one cached lookup per change."""
+pays one small query per change."""
 import json
 from decimal import Decimal
 
 from trytond.model import Index, ModelSQL, ModelView, fields
 from trytond.pool import Pool, PoolMeta
-from trytond.cache import Cache
 from trytond.transaction import Transaction, without_check_access
 
 EVENTS = [
@@ -62,7 +61,6 @@ class Event(ModelSQL, ModelView):
         help="The record as it was when the event happened, in JSON.")
     company = fields.Many2One(
         'company.company', "Company", readonly=True, ondelete='CASCADE')
-    _wanted = Cache('crm.event.wanted', context=False)
 
     @classmethod
     def __setup__(cls):
@@ -76,27 +74,17 @@ class Event(ModelSQL, ModelView):
 
     @classmethod
     def wanted(cls):
-        "The kinds of the events some listener wants; extended by them."
+        """The kinds of the events some listener wants; extended by them.
+        Asked at each change, not cached: a webhook added in the desk
+        (one process) must count at once for a lead the worker (another)
+        captures, and the listeners' tables are a few rows."""
         return set()
-
-    @classmethod
-    def wanted_cached(cls):
-        kinds = cls._wanted.get(None)
-        if kinds is None:
-            kinds = sorted(cls.wanted())
-            cls._wanted.set(None, kinds)
-        return set(kinds)
-
-    @classmethod
-    def listeners_changed(cls):
-        "A listener was added, changed or removed: ask them all again."
-        cls._wanted.clear()
 
     @classmethod
     def happened(cls, kind, records, extra=None):
         """Record the event `kind` for each record (with its extra data,
         {record: dict}), if anyone listens; the events written."""
-        if not records or kind not in cls.wanted_cached():
+        if not records or kind not in cls.wanted():
             return []
         extra = extra or {}
         with without_check_access():
