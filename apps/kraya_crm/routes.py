@@ -18,6 +18,7 @@ letter, never lost.
     GET  /<db>/crm/my-day/inbox/<lead>       a lead's conversation, made if missing
     GET  /<db>/crm/board                     the pipeline board (desk session)
     GET|POST /<db>/crm/board/api/...         what the board reads and does
+    /<db>/crm/api/v1/...                     the integration API: api.py
 
 Imported from the module's __init__, as Tryton's marketing_automation
 registers its own."""
