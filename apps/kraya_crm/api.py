@@ -614,8 +614,8 @@ def add_note(request, values, lead_id):
     conversation_id = pool.get('crm.my_day').conversation_of(lead.id)
     conversation = Inbox.conversation(conversation_id, mode='write')
     item = Inbox.add_note(conversation, values['text'])
-    Message = pool.get('crm.message')
-    note = Message(item['id'])
+    # The thread's item id: 'm' and the message's.
+    note = pool.get('crm.message')(int(item['id'].lstrip('m')))
     return {'id': note.id, 'lead_id': lead.id, 'text': note.body,
         'created_at': iso(note.create_date)}, 201
 
@@ -848,8 +848,22 @@ def dispatch(request, pool, action):
         "openapi.json.")
 
 
-_served = with_pool(lambda request, pool, action: dispatch(
-        request, pool, action))
+def _answered(request, pool, action):
+    """dispatch, whose failures are answered here in JSON: with_pool would
+    ask the JSON body it wrapped for an RPC method and fail again."""
+    try:
+        return dispatch(request, pool, action)
+    except backend.DatabaseOperationalError:
+        logger.warning("API %s deferred", request.path, exc_info=True)
+        return error(503, 'busy', "Busy. Try again in a moment.",
+            headers={'Retry-After': '5'})
+    except Exception:
+        logger.exception("API %s failed", request.path)
+        return error(500, 'server_error', "Something went wrong on the "
+            "server; nothing was changed. Try again.")
+
+
+_served = with_pool(_answered)
 
 
 @app.route(f'{BASE}/<path:action>',
@@ -860,22 +874,10 @@ def api(request, database_name, action):
     try:
         return _served(request, database_name, action)
     except HTTPException as exception:
+        # with_pool's: a database that is not one of the server's.
         if exception.code == 404:
             return error(404, 'not_found', "No such database.")
-        if exception.code == 413:
-            return error(413, 'too_large', "The request body is too large.",
-                field='body')
-        logger.exception("API %s failed", request.path)
-        return error(500, 'server_error', "Something went wrong on the "
-            "server; nothing was changed. Try again.")
-    except backend.DatabaseOperationalError:
-        logger.warning("API %s deferred", request.path, exc_info=True)
-        return error(503, 'busy', "Busy. Try again in a moment.",
-            headers={'Retry-After': '5'})
-    except Exception:
-        logger.exception("API %s failed", request.path)
-        return error(500, 'server_error', "Something went wrong on the "
-            "server; nothing was changed. Try again.")
+        raise
 
 
 # --- The OpenAPI document ---
