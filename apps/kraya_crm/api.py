@@ -566,11 +566,13 @@ def upsert_lead(request, values):
     pool = Pool()
     Lead = pool.get('crm.lead')
     Source = pool.get('crm.source')
-    state = values.pop('state', None)
-    source_code = values.pop('source', None)
+    state = values.pop('state', '').strip()
+    source_code = values.pop('source', '').strip()
     try:
-        lead_values, _, _ = clean_submission(
-            {name: (value, name) for name, value in values.items()})
+        # Blank is not given (clean_submission expects mapped, non-blank
+        # text: a blank email would reach its check as None).
+        lead_values, _, _ = clean_submission({name: (value, name)
+                for name, value in values.items() if value.strip()})
     except SubmissionError as exception:
         raise ApiError(422, exception.code, gettext(
                 SUBMISSION_MESSAGES[exception.code], **exception.params),
