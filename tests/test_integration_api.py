@@ -272,6 +272,7 @@ def test_bad_query_parameter_is_named(manager_api, query, field):
         (json.dumps({'phone': '9876543210', 'state': 'Atlantis'}).encode(),
             422, 'unknown_state', 'state'),
         (b'[' * 5000, 400, 'invalid_json', 'body'),
+        (b'{"phone": "\\ud800"}', 400, 'invalid_json', 'body'),
         ])
 def test_bad_lead_body_is_answered_with_the_error_shape(
         manager_api, body, status, code, field):

@@ -464,11 +464,19 @@ def query(request, params):
 
 
 def cleaned(value):
-    "A JSON value with the NUL characters the database refuses removed."
+    """A JSON value with the NUL characters the database refuses removed;
+    a lone surrogate (JSON's "\\ud800"), which no database can store, is
+    refused."""
     if isinstance(value, dict):
-        return {storable_text(k): cleaned(v) for k, v in value.items()}
+        return {cleaned(k): cleaned(v) for k, v in value.items()}
     if isinstance(value, list):
         return [cleaned(v) for v in value]
+    if isinstance(value, str):
+        try:
+            value.encode('utf-8')
+        except UnicodeEncodeError:
+            raise ApiError(400, 'invalid_json',
+                "The body holds text that is not Unicode.", field='body')
     return storable_text(value)
 
 
@@ -486,6 +494,7 @@ def body(request, schema_name):
     except ValueError:
         raise ApiError(400, 'invalid_json', "The body is not JSON (UTF-8).",
             field='body')
+    values = cleaned(values)
     if schema_name not in VALIDATORS:
         VALIDATORS[schema_name] = jsonschema.Draft202012Validator(
             SCHEMAS[schema_name])
@@ -507,7 +516,7 @@ def body(request, schema_name):
         elif problem.validator == 'type' and not path:
             name = 'body'
         raise ApiError(422, 'invalid', problem.message[:300], field=name)
-    return cleaned(values)
+    return values
 
 
 def page(Model, domain, values, to_json):
