@@ -157,7 +157,7 @@ class CreateDone(ModelView):
     __name__ = 'crm.api.key.create.done'
     key = fields.Char("API Key", readonly=True,
         help="Copy it now: only its hash is kept, it will not be shown again.")
-    api_key = fields.Many2One('crm.api.key', "Key", readonly=True)
+    api_key = fields.Many2One('crm.api.key', "Saved As", readonly=True)
 
 
 class Create(Wizard):
