@@ -16,7 +16,14 @@ expect = playwright_sync.expect
 
 @pytest.mark.parametrize('viewport', list(VIEWPORTS))
 def test_admin_creates_a_key_shown_once_that_works(
-        chromium_browser, crm_site, screenshots, viewport):
+        chromium_browser, crm_site, admin, screenshots, viewport):
+    # Tryton's Module Configuration, which an administrator's first
+    # logins open, was done at the site's setup.
+    items = admin.search('ir.module.config_wizard.item',
+        [('state', '=', 'open')])
+    if items:
+        admin.model('ir.module.config_wizard.item', 'write', items,
+            {'state': 'done'})
     context = chromium_browser.new_context(viewport=VIEWPORTS[viewport])
     context.set_default_timeout(TIMEOUT_MS)
     expect.set_options(timeout=TIMEOUT_MS)
@@ -31,32 +38,34 @@ def test_admin_creates_a_key_shown_once_that_works(
         password = page.locator('input[type="password"]:visible')
         password.fill('admin')
         password.press('Enter')
-        # An administrator's first login opens Tryton's Module
-        # Configuration; not today.
-        tab = page.locator('#tabs .tab-pane.active')
-        expect(tab).to_contain_text("Module Configuration")
-        tab.get_by_role('button', name='Cancel').click()
         menu = page.locator('#menu')
         menu.locator('.column-char', has_text='CRM').click()
         menu.get_by_text('Configuration', exact=True).click()
         menu.get_by_text('API Keys', exact=True).click()
-        menu.get_by_text('Create API Key', exact=True).click()
+        tab_title = page.locator('#tabs .tab-pane.active .title').first
+        expect(tab_title).to_contain_text("API Keys")
+        create = menu.get_by_text('Create API Key', exact=True)
+        if viewport == '390x844':
+            # On a phone the menu folds away when a list opens.
+            page.get_by_role('link', name='Kraya CRM').click()
+        create.click()
         # The wizard's dialog.
         dialog = page.locator('.modal-dialog:visible').last
         expect(dialog).to_contain_text("Create API Key")
         dialog.locator('input[name="name"]').fill(f"Website {viewport}")
         user = dialog.locator('input[name="user"]')
-        user.press_sequentially("Rahul Verma", delay=30)
-        # Picked from the completion, as a person does.
-        completion = page.locator('.dropdown-completion li.completion',
-            has_text="Rahul Verma").first
-        expect(completion).to_be_attached()
-        page.wait_for_timeout(500)
-        page.screenshot(path='/tmp/api_dbg.png')
-        completion.locator('a').click(force=True)
+        user.fill("Rahul Verma")
+        user.press('Tab')
+        # sao asks to pick the user in its search window.
+        search = page.locator('.modal-dialog:visible',
+            has_text="Search Acts As")
+        search.locator('tbody tr', has_text="Rahul Verma").first.click()
+        search.get_by_role('button', name='OK', exact=True).click()
+        expect(search).to_have_count(0)
+        expect(user).to_have_value("Rahul Verma")
         expect(user).to_have_value("Rahul Verma")
         dialog.locator('select[name="scopes"]').select_option(
-            ['leads:read', 'leads:write'])
+            label=["Read leads", "Create and update leads"])
         dialog.get_by_role('button', name='Create').click()
         key_field = dialog.locator('input[name="key"]')
         expect(key_field).to_have_value(
