@@ -388,7 +388,8 @@ def fuzz_key(crm_site, admin):
     own, and the other tests' data is left alone."""
     company = admin.context['company']
     if not admin.search('res.user', [('login', '=', 'fuzzer')]):
-        rep_group, = admin.search('res.group', [('name', '=', "CRM Sales Rep")])
+        rep_group, = admin.search('res.group',
+            [('name', '=', "CRM Sales Rep")])
         admin.model('res.user', 'create', [{'login': 'fuzzer',
                     'name': "Integration Fuzzer", 'company': company,
                     'companies': [('add', [company])],

@@ -895,15 +895,18 @@ def api(request, database_name, action):
 
 def openapi(database_name):
     "The OpenAPI 3.1 document of OPERATIONS, as served."
+    def json_of(schema_name):
+        return {'application/json': {'schema': {
+                    '$ref': f'#/components/schemas/{schema_name}'}}}
+
     paths = {}
     for operation in OPERATIONS:
-        answers = {str(status): {
-                'description': "Done.",
-                'content': {'application/json': {'schema': {
-                            '$ref': f'#/components/schemas/{operation.answer}'}}},
-                } for status in (operation.statuses or (operation.status,))}
-        for status, description in ERRORS.items():
-            answers[str(status)] = {'$ref': f'#/components/responses/E{status}'}
+        answers = {str(status): {'description': "Done.",
+                'content': json_of(operation.answer)}
+            for status in (operation.statuses or (operation.status,))}
+        for status in ERRORS:
+            answers[str(status)] = {
+                '$ref': f'#/components/responses/E{status}'}
         spec = {
             'operationId': operation.operation_id,
             'summary': operation.summary,
@@ -918,9 +921,8 @@ def openapi(database_name):
             'responses': answers,
             }
         if operation.body:
-            spec['requestBody'] = {'required': True, 'content': {
-                    'application/json': {'schema': {
-                            '$ref': f'#/components/schemas/{operation.body}'}}}}
+            spec['requestBody'] = {'required': True,
+                'content': json_of(operation.body)}
         paths.setdefault(operation.path, {})[operation.method.lower()] = spec
     return {
         'openapi': '3.1.0',
@@ -942,8 +944,7 @@ def openapi(database_name):
                     f"{PREFIX}...`"}},
             'schemas': SCHEMAS,
             'responses': {f'E{status}': {'description': description,
-                    'content': {'application/json': {'schema': {
-                                '$ref': '#/components/schemas/Error'}}}}
+                    'content': json_of('Error')}
                 for status, description in ERRORS.items()},
             },
         }
