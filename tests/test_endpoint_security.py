@@ -11,6 +11,7 @@ import urllib.request
 import pytest
 from trytond.wsgi import app
 
+import kraya_crm.api  # noqa: F401 (registers the integration API's routes)
 import kraya_crm.routes  # noqa: F401 (registers the module's routes)
 
 from .test_inbox_api import InboxClient, writes_in
@@ -23,6 +24,9 @@ FORM_KEY = "a web form source's capture key, origins, rate limits"
 STATIC = 'public files of static/, nothing above them'
 DESK_PAGE = "a page of ours on the desk's session"
 DESK_API = "a page's API: desk session, CSRF token, record rules"
+API_KEY = ("an API key (Bearer), its scopes, its user's record rules, "
+    "rate limits (tests/test_integration_api.py)")
+PUBLIC_DOCUMENT = "the integration API's OpenAPI document: no data"
 
 ROUTES = {
     '/<database_name>/crm/whatsapp/webhook': SIGNED,
@@ -40,6 +44,8 @@ ROUTES = {
     '/<database_name>/crm/board/api/<path:action>': DESK_API,
     '/<database_name>/crm/dashboard': DESK_PAGE,
     '/<database_name>/crm/dashboard/api/<path:action>': DESK_API,
+    '/<database_name>/crm/api/v1/<path:action>': API_KEY,
+    '/<database_name>/crm/api/v1/openapi.json': PUBLIC_DOCUMENT,
     }
 
 

@@ -20,6 +20,7 @@ letter, never lost.
     GET|POST /<db>/crm/board/api/...         what the board reads and does
     GET  /<db>/crm/dashboard                 the dashboard home (desk session)
     GET  /<db>/crm/dashboard/api/...         what the dashboard reads
+    /<db>/crm/api/v1/...                     the integration API: api.py
 
 Imported from the module's __init__, as Tryton's marketing_automation
 registers its own."""

@@ -28,6 +28,8 @@ SALES_REPORT = dict(manager=READ, rep=READ, agent=NONE, accountant=NONE,
     nobody=NONE)
 
 MODELS = {
+    # The integration API's keys: administrators only (not a CRM role).
+    'crm.api.key': dict.fromkeys(ROLES, NONE),
     'crm.assignment.rule': dict(SETTINGS, accountant=NONE),
     'crm.business_calendar': SETTINGS,
     'crm.business_calendar.holiday': SETTINGS,
@@ -132,6 +134,7 @@ SINGLETONS = {'crm.configuration'}
 # Models of ours that store nothing (a wizard's form, a page's API): they
 # must offer nothing over RPC but what every view offers.
 VIEW_ONLY = {
+    'crm.api.key.create.done', 'crm.api.key.create.start',
     'crm.board', 'crm.dashboard', 'crm.enrollment.enrol.start', 'crm.inbox',
     'crm.lead.import.result',
     'crm.lead.import.start', 'crm.lead.merge.start',
@@ -146,6 +149,8 @@ VIEW_ONLY = {
 SALES_TEAM = {'manager', 'rep'}
 IN_THE_FIELD = {'manager', 'rep', 'agent'}
 BUTTONS = {
+    # Administrators only: no CRM role.
+    ('crm.api.key', 'revoke'): set(),
     ('crm.dead_letter', 'ignore'): {'manager'},
     ('crm.dead_letter', 'replay'): {'manager'},
     ('crm.deal', 'create_quotation'): SALES_TEAM,
@@ -187,6 +192,7 @@ BUTTONS.update({('account.invoice', b): roles
         for b, roles in INVOICE_BUTTONS.items()})
 
 WIZARDS = {
+    'crm.api.key.create': set(),
     'crm.enrollment.enrol': SALES_TEAM,
     'crm.lead.import': SALES_TEAM,
     'crm.lead.merge': SALES_TEAM,
