@@ -120,6 +120,8 @@ class GstInvoice:
     amount_due: str = ''
     upi_link: str | None = None
     upi_qr: bytes | None = None
+    # A credit note's tax invoices, with their dates (Rule 53).
+    against: str = ''
     irn: str | None = None
     irn_qr: bytes | None = None
     signatory: str = ''
@@ -145,6 +147,15 @@ def gst_rate_of(line):
             for c in (t.childs or [t]) if c.type == 'percentage'),
         Decimal(0))
     return f'{(rate * 100).normalize():f}%' if line.taxes else '-'
+
+
+def credited_invoices(credit_note):
+    """The tax invoices a credit note's lines credit, numbered and dated,
+    as Rule 53 of the CGST Rules asks a credit note to show."""
+    originals = {line.origin.invoice for line in credit_note.lines
+        if getattr(line.origin, '__name__', None) == 'account.invoice.line'}
+    return ', '.join(f'{i.number} dated {i.invoice_date:%d/%m/%Y}'
+        for i in sorted(originals, key=lambda i: (i.invoice_date, i.id)))
 
 
 def gst_invoice(invoice):
@@ -180,6 +191,8 @@ def gst_invoice(invoice):
                 line.unit.symbol if line.unit else '',
                 inr(line.unit_price), inr(line.amount * sign),
                 gst_rate_of(line)))
+    if credit_note:
+        result.against = credited_invoices(invoice)
     for tax in invoice.taxes:
         result.taxes.append(TaxRow(tax.tax.name if tax.tax else tax.description,
                 inr(tax.base * sign), inr(tax.amount * sign)))
