@@ -1,27 +1,19 @@
 """What a lead source cost in a month (the IndiaMART subscription, the
 month's Facebook ads, a property portal's package), entered by a manager,
 so that the Lead Sources report shows the cost per lead and per deal won."""
-import datetime as dt
-
 from trytond.model import ModelSQL, ModelView, Unique, fields
 from trytond.modules.currency.fields import Monetary
 from trytond.pool import PoolMeta
-from trytond.transaction import Transaction
 
-from .target import first_of_month
+from .monthly import MonthlyAmount
 
 
-class SourceCost(ModelSQL, ModelView):
+class SourceCost(MonthlyAmount, ModelSQL, ModelView):
     "The cost of a lead source in a month."
     __name__ = 'crm.source.cost'
     __string__ = "Lead Source Cost"
-    company = fields.Many2One('company.company', "Company", required=True)
     source = fields.Many2One('crm.source', "Source", required=True,
         ondelete='CASCADE')
-    month = fields.Date("Month", required=True,
-        help="Any day of the month: it is kept as the month's first day.")
-    currency = fields.Function(fields.Many2One(
-            'currency.currency', "Currency"), 'on_change_with_currency')
     amount = Monetary("Cost", currency='currency', digits='currency',
         required=True, domain=[('amount', '>=', 0)],
         help="What the source cost in the month, in the company's currency.")
@@ -37,27 +29,8 @@ class SourceCost(ModelSQL, ModelView):
             ]
         cls._order = [('month', 'DESC'), ('source', 'ASC'), ('id', 'ASC')]
 
-    @staticmethod
-    def default_company():
-        return Transaction().context.get('company')
-
-    @staticmethod
-    def default_month():
-        return first_of_month(dt.date.today())
-
-    @fields.depends('company')
-    def on_change_with_currency(self, name=None):
-        return self.company.currency.id if self.company else None
-
     def get_rec_name(self, name):
         return f"{self.source.rec_name} {self.month:%b %Y}"
-
-    @classmethod
-    def preprocess_values(cls, mode, values):
-        values = super().preprocess_values(mode, values)
-        if values.get('month'):
-            values['month'] = first_of_month(values['month'])
-        return values
 
 
 class Source(metaclass=PoolMeta):

@@ -2,23 +2,17 @@
 month, in the company's currency. Managers set them under CRM ›
 Configuration; a rep reads their own. The dashboard (dashboard.py) shows
 the month's won value against them."""
-import datetime as dt
-
 from trytond.i18n import gettext
 from trytond.model import ModelSQL, ModelView, fields
 from trytond.modules.currency.fields import Monetary
 from trytond.pool import Pool
 from trytond.pyson import Bool, Eval, If
-from trytond.transaction import Transaction
 
 from .exceptions import SalesTargetError
+from .monthly import MonthlyAmount
 
 
-def first_of_month(date):
-    return date.replace(day=1) if date else date
-
-
-class SalesTarget(ModelSQL, ModelView):
+class SalesTarget(MonthlyAmount, ModelSQL, ModelView):
     "What a rep or a team should win in a month."
     __name__ = 'crm.sales.target'
     __string__ = "Sales Target"
@@ -36,10 +30,6 @@ class SalesTarget(ModelSQL, ModelView):
         states={'required': ~Bool(Eval('user')),
             'invisible': Bool(Eval('user'))},
         help="The sales team this target is for (or a rep, not both).")
-    month = fields.Date("Month", required=True,
-        help="Any day of the month: it is kept as the month's first day.")
-    currency = fields.Function(fields.Many2One(
-            'currency.currency', "Currency"), 'on_change_with_currency')
     amount = Monetary("Target", currency='currency', digits='currency',
         required=True, help="The value of deals to win in the month, in "
         "the company's currency.")
@@ -50,29 +40,10 @@ class SalesTarget(ModelSQL, ModelView):
         cls._order = [('month', 'DESC'), ('team', 'ASC NULLS FIRST'),
             ('id', 'ASC')]
 
-    @staticmethod
-    def default_company():
-        return Transaction().context.get('company')
-
-    @staticmethod
-    def default_month():
-        return first_of_month(dt.date.today())
-
-    @fields.depends('company')
-    def on_change_with_currency(self, name=None):
-        return self.company.currency.id if self.company else None
-
     def get_rec_name(self, name):
         who = (self.user or self.team).rec_name if (
             self.user or self.team) else ''
         return f"{who} {self.month:%b %Y}" if self.month else who
-
-    @classmethod
-    def preprocess_values(cls, mode, values):
-        values = super().preprocess_values(mode, values)
-        if values.get('month'):
-            values['month'] = first_of_month(values['month'])
-        return values
 
     @classmethod
     def validate_fields(cls, targets, field_names):
