@@ -12,9 +12,10 @@ same domains.
 The period is of Indian dates (Asia/Kolkata) over UTC timestamps; it
 defaults to this Indian fiscal year, April to March."""
 import datetime as dt
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sql import Literal, Null, Union
+from sql import Literal, Null, Select, Union
 from sql.aggregate import Avg, Count, Max, Min, Sum
 from sql.conditionals import Case, Coalesce
 from sql.functions import Round
@@ -690,3 +691,190 @@ class Sequence(Report):
                     ).as_('running'),
                 where=enrollment.id.in_(enrollments),
                 group_by=[enrollment.sequence])
+
+
+# Fewer closed deals than this make no rate: the next coarser one is used.
+MIN_CLOSED = 5
+
+
+def period_months():
+    "The first days of the months the period touches, in order."
+    from_date, to_date = period_dates()
+    months, month = [], from_date.replace(day=1)
+    while month <= to_date:
+        months.append(month)
+        month = (month + dt.timedelta(days=32)).replace(day=1)
+    return months
+
+
+def month_of(date):
+    return date.replace(day=1) if date else None
+
+
+def won_rates():
+    """{(stage, source): rate, (stage, None): rate} of the deals the user
+    may read that entered the stage and are closed now: the share won,
+    from MIN_CLOSED closed deals up; by stage and lead source, and by
+    stage alone (key source None)."""
+    pool = Pool()
+    Deal = pool.get('crm.deal')
+    Stage = pool.get('crm.stage')
+    Lead = pool.get('crm.lead')
+    History = pool.get('crm.deal.stage_history')
+    history, deal = History.__table__(), Deal.__table__()
+    stage, lead = Stage.__table__(), Lead.__table__()
+    cursor = Transaction().connection.cursor()
+    closed = stage.kind.in_(['won', 'lost'])
+    rates = {}
+    for by_source in [False, True]:
+        source = lead.source if by_source else Literal(None)
+        cursor.execute(*history
+            .join(deal, condition=history.deal == deal.id)
+            .join(stage, condition=deal.stage == stage.id)
+            .join(lead, 'LEFT', condition=deal.lead == lead.id)
+            .select(history.to_stage, source,
+                Count(Case((closed, deal.id)), distinct=True),
+                Count(Case((stage.kind == 'won', deal.id)), distinct=True),
+                where=deal.id.in_(readable_deals()),
+                group_by=[history.to_stage] + (
+                    [lead.source] if by_source else [])))
+        for stage_id, source_id, closed_count, won_count in cursor:
+            if closed_count >= MIN_CLOSED:
+                rates[stage_id, source_id] = (
+                    Decimal(won_count) / Decimal(closed_count))
+    return rates
+
+
+class Forecast(Report):
+    """Per month of the period: the open deals expected to close in it,
+    their value, weighted by the stage's probability and by the win rate
+    history shows for their stage and source; the value won in it; and
+    the month's target."""
+    __name__ = 'crm.reporting.forecast'
+    __string__ = "Forecast"
+    month = fields.Char("Month")
+    currency = fields.Function(fields.Many2One(
+            'currency.currency', "Currency"), 'get_figures')
+    open_deals = fields.Function(fields.Integer("Open Deals",
+            help="Open deals expected to close in the month."),
+        'get_figures')
+    pipeline = fields.Function(Monetary("Pipeline", currency='currency',
+            digits='currency'), 'get_figures')
+    weighted = fields.Function(Monetary("Weighted", currency='currency',
+            digits='currency',
+            help="Each deal's value × its stage's probability."),
+        'get_figures')
+    forecast = fields.Function(Monetary("Forecast", currency='currency',
+            digits='currency',
+            help="Each deal's value × the share of deals won that were in "
+            "its stage, from the same lead source (from 5 closed deals "
+            "up; else from any source; else the stage's probability)."),
+        'get_figures')
+    won = fields.Function(Monetary("Won", currency='currency',
+            digits='currency',
+            help="Value of the deals won in the month (still won)."),
+        'get_figures')
+    target = fields.Function(Monetary("Target", currency='currency',
+            digits='currency',
+            help="The month's target: the owner's when filtered by owner, "
+            "the team's by team, else the teams' (or the reps')."),
+        'get_figures')
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        cls._order = [('id', 'ASC')]
+
+    @classmethod
+    def table_query(cls):
+        "One row per month of the period: its number in it, and its name."
+        months = [Select([Literal(i).as_('id'), *no_timestamps(),
+                    Literal(month.strftime('%b %Y')).as_('month')])
+            for i, month in enumerate(period_months(), 1)]
+        if len(months) > 1:
+            return Union(*months, all_=True)
+        if months:
+            return months[0]
+        # A period that ends before it starts has no month.
+        return Select([Literal(0).as_('id'), *no_timestamps(),
+                Literal('').as_('month')], where=Literal(1) == Literal(0))
+
+    @classmethod
+    def get_figures(cls, rows, names):
+        months = period_months()
+        figures = {name: {} for name in names}
+        totals = cls.month_figures(months)
+        for row in rows:
+            month = months[row.id - 1]
+            for name in names:
+                figures[name][row.id] = totals[name].get(month, (
+                        0 if name == 'open_deals' else
+                        company_currency() if name == 'currency' else
+                        None if name == 'target' else Decimal(0)))
+        return figures
+
+    @classmethod
+    def month_figures(cls, months):
+        "{figure: {month: value}} over the deals the user may read."
+        pool = Pool()
+        Deal = pool.get('crm.deal')
+        from_date, to_date = period_dates()
+        start, end = period()
+        currency = company_currency()
+        base = [('id', 'in', readable_deals()),
+            ('currency', '=', currency or -1)]
+        figures = {name: {} for name in ['open_deals', 'pipeline',
+                'weighted', 'forecast', 'won', 'target', 'currency']}
+
+        def add(name, month, value):
+            figures[name][month] = figures[name].get(month, 0) + value
+        rates = won_rates()
+        for deal in Deal.search(base + [
+                    ('stage.kind', '=', 'open'),
+                    ('expected_close', '>=', months[0]),
+                    ('expected_close', '<=', to_date)]):
+            month = month_of(deal.expected_close)
+            source = deal.lead.source.id if deal.lead and deal.lead.source \
+                else None
+            rate = rates.get((deal.stage.id, source), rates.get(
+                    (deal.stage.id, None),
+                    Decimal(deal.stage.probability or 0) / 100))
+            add('open_deals', month, 1)
+            add('pipeline', month, deal.value)
+            add('weighted', month, deal.value * Decimal(
+                    deal.stage.probability or 0) / 100)
+            add('forecast', month, deal.value * rate)
+        for deal in Deal.search(base + [('stage.kind', '=', 'won'),
+                    ('stage_entered_at', '>=', start),
+                    ('stage_entered_at', '<', end)]):
+            add('won', month_of(deal.stage_entered_at.replace(
+                        tzinfo=dt.timezone.utc).astimezone(ZONE).date()),
+                deal.value)
+        for month, amount in cls.targets(months).items():
+            figures['target'][month] = amount
+        for name in ['pipeline', 'weighted', 'forecast', 'won']:
+            figures[name] = {m: Decimal(v).quantize(Decimal('0.01'))
+                for m, v in figures[name].items()}
+        figures['currency'] = dict.fromkeys(months, currency)
+        return figures
+
+    @classmethod
+    def targets(cls, months):
+        """{month: amount} of the targets the filters name: the owner's,
+        the team's, else the teams' (or, in a month without one, the
+        reps')."""
+        Target = Pool().get('crm.sales.target')
+        context = Transaction().context
+        domain = [('company', '=', context.get('company', -1)),
+            ('month', 'in', months)]
+        if context.get('owner') is not None:
+            domain.append(('user', '=', context['owner']))
+        elif context.get('team') is not None:
+            domain.append(('team', '=', context['team']))
+        by_month = {}
+        for target in Target.search(domain):
+            kind = 'user' if target.user else 'team'
+            by_month.setdefault(target.month, {}).setdefault(kind, []).append(
+                target.amount)
+        return {month: sum(kinds.get('team') or kinds.get('user'))
+            for month, kinds in by_month.items()}

@@ -75,6 +75,7 @@ MODELS = {
     'crm.reporting.lost_reason': SALES_REPORT,
     'crm.reporting.rep': SALES_REPORT,
     'crm.reporting.source': SALES_REPORT,
+    'crm.reporting.forecast': SALES_REPORT,
     'crm.reporting.sequence': SALES_REPORT,
     'crm.reporting.sequence_step': SALES_REPORT,
     'crm.scoring.model': dict(SETTINGS, manager='rwc'),
@@ -128,7 +129,8 @@ RELATIONS = {
 # Models whose rows are views of others: only read is tried.
 REPORTS = {'crm.report.first_response', 'crm.reporting.funnel',
     'crm.reporting.lost_reason', 'crm.reporting.rep', 'crm.reporting.source',
-    'crm.reporting.sequence', 'crm.reporting.sequence_step'}
+    'crm.reporting.sequence', 'crm.reporting.sequence_step',
+    'crm.reporting.forecast'}
 SINGLETONS = {'crm.configuration'}
 
 # Models of ours that store nothing (a wizard's form, a page's API): they

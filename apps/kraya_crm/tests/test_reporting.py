@@ -13,6 +13,7 @@ from trytond.transaction import Transaction
 
 from ..fiscal_year import year_start
 from ..message import utcnow
+from ..reporting import ZONE
 from .test_sequence import TEXT, make_sequence, run, whatsapp_lead
 
 HOUR, DAY = dt.timedelta(hours=1), dt.timedelta(days=1)
@@ -362,3 +363,58 @@ class ReportingTestCase(unittest.TestCase):
             self.assertEqual((row.enrolled, row.reply_rate), (3, 33.3))
             self.assertEqual(report('crm.reporting.sequence',
                     from_date=FY_END, to_date=FY_END), [])
+
+    @with_transaction()
+    def test_forecast_weights_open_deals_by_stage_and_by_history(self):
+        """Five closed deals went through New, two of them won: an open
+        deal in New is forecast at 40 %; Qualified has two closed deals
+        only, so its stage's probability stands in."""
+        pool = Pool()
+        Deal = pool.get('crm.deal')
+        Target = pool.get('crm.sales.target')
+        with set_company(create_company()):
+            data = Figures()
+            d6, = Deal.create([{'title': "D6", 'owner': data.asha.id,
+                        'value': Decimal('20000')}])
+            move(d6, ("Won", DAY))
+            may, june = FY.replace(month=5), FY.replace(month=6)
+            f1, f2 = Deal.create([
+                    {'title': "F1", 'owner': data.asha.id,
+                        'lead': data.d1.lead.id, 'value': Decimal('200000'),
+                        'expected_close': may + 9 * DAY},
+                    {'title': "F2", 'owner': data.ravi.id,
+                        'value': Decimal('100000'),
+                        'expected_close': june + 20 * DAY},
+                    ])
+            Deal.write([f2], {'stage': stage("Qualified").id})
+            Target.create([
+                    {'team': data.team_asha.id, 'month': may,
+                        'amount': Decimal('500000')},
+                    {'user': data.asha.id, 'month': may,
+                        'amount': Decimal('300000')},
+                    ])
+            rows = report('crm.reporting.forecast')
+            self.assertEqual(len(rows), 12)
+            self.assertEqual(rows[0].month, FY.strftime('%b %Y'))
+            by_month = {r.month: r for r in rows}
+            new_p = Decimal(stage("New").probability) / 100
+            qualified_p = Decimal(stage("Qualified").probability) / 100
+            self.assertEqual(
+                [(r.open_deals, r.pipeline, r.weighted, r.forecast, r.target)
+                    for r in (by_month[may.strftime('%b %Y')],
+                        by_month[june.strftime('%b %Y')])], [
+                    (1, Decimal('200000.00'), 200000 * new_p,
+                        Decimal('80000.00'), Decimal('500000.00')),
+                    (1, Decimal('100000.00'), 100000 * qualified_p,
+                        100000 * qualified_p, None)])
+            # Won when they entered Won: D1 and D6, this month (still won).
+            this_month = dt.datetime.now(ZONE).strftime('%b %Y')
+            self.assertEqual(by_month[this_month].won, Decimal('120000.00'))
+            self.assertEqual(sum(r.won for r in rows), Decimal('120000.00'))
+            asha = {r.month: r for r in report('crm.reporting.forecast',
+                    owner=data.asha.id)}
+            self.assertEqual((asha[may.strftime('%b %Y')].target,
+                    asha[june.strftime('%b %Y')].open_deals),
+                (Decimal('300000.00'), 0))
+            self.assertEqual(len(report('crm.reporting.forecast',
+                        from_date=may, to_date=may + DAY)), 1)
