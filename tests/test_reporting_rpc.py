@@ -1,11 +1,14 @@
 """The desk's reports on the running demo site, as each role calls them: a
 rep's reports hold only the records their rules let them read, and the
-Funnel opens in the desk (screenshot tests/screenshots/reports-funnel.png)."""
+Funnel and the Forecast open in the desk (screenshots
+tests/screenshots/reports-*.png)."""
 import datetime as dt
 
 import pytest
 
 from .conftest import back_to_desk, choose_desk_database
+from .test_inbox_browser import desk_login
+from .test_webhooks_browser import VIEWPORTS, open_menu
 
 REP_FIELDS = ['user', 'leads', 'median_first_response', 'within_sla',
     'tasks_done', 'won_deals', 'won_value']
@@ -117,6 +120,40 @@ def test_funnel_opens_from_the_menu_with_a_row_per_stage(
         assert 'none' not in bars.evaluate_all(
             'bars => bars.map(bar => getComputedStyle(bar).fill)')
         page.screenshot(path=str(screenshots / 'reports-funnel-graph.png'))
+    finally:
+        context.close()
+    assert errors == []
+
+
+@pytest.mark.parametrize('viewport', VIEWPORTS)
+def test_forecast_opens_by_month_with_its_graph(
+        crm_site, chromium_browser, screenshots, viewport):
+    "The manager's forecast at desktop and phone size, list then graph."
+    width, height = VIEWPORTS[viewport]
+    context = chromium_browser.new_context(
+        viewport={'width': width, 'height': height})
+    context.set_default_timeout(20_000)
+    expect.set_options(timeout=20_000)
+    page = context.new_page()
+    errors = []
+    page.on('pageerror', lambda error: errors.append(error.message))
+    try:
+        desk_login(page, crm_site, 'manager')
+        open_menu(page, 'CRM', 'Reports', 'Forecast')
+        tab = page.locator('#tabs .tab-pane.active')
+        # The fiscal year by default: April to March.
+        rows = tab.locator('.content-box table.tree tbody > tr')
+        expect(rows).to_have_count(12)
+        expect(rows.first).to_contain_text(
+            fiscal_year_start().strftime('%b %Y'))
+        page.screenshot(
+            path=str(screenshots / f'reports-forecast-{viewport}.png'))
+        tab.locator('button#switch_').click()
+        # A bar per month and figure (an empty month's are flat).
+        expect(tab.locator('.graph path.bb-bar')).to_have_count(12 * 4)
+        page.wait_for_timeout(1000)
+        page.screenshot(
+            path=str(screenshots / f'reports-forecast-{viewport}-graph.png'))
     finally:
         context.close()
     assert errors == []
