@@ -6,6 +6,7 @@ import datetime as dt
 import secrets
 import urllib.error
 import urllib.request
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -21,6 +22,18 @@ def rpc_datetime(value):
 def utc_in(hours):
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) \
         + dt.timedelta(hours=hours)
+
+
+def later_today():
+    """Up to 3 hours from now and still today in India (the demo's
+    timezone): My day's tasks are those due by tonight."""
+    zone = ZoneInfo('Asia/Kolkata')
+    now = dt.datetime.now(zone)
+    midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1),
+        dt.time(0), tzinfo=zone)
+    due = now + min(dt.timedelta(hours=3), (midnight - now) / 2)
+    return due.astimezone(dt.timezone.utc).replace(tzinfo=None,
+        microsecond=0)
 
 
 def new_number():
@@ -191,7 +204,9 @@ def test_next_task_is_planned_chained_to_the_finished_one(
         agents_day, agent, manager):
     lead, _ = new_lead(manager, agent.user_id)
     task_id = new_task(manager, agent.user_id, lead, -1, kind='whatsapp')
-    due = utc_in(3).replace(microsecond=0)
+    # Planned for later today, so that it is on today's list (at 22:00 in
+    # India, 3 hours on is tomorrow's).
+    due = later_today()
     status, answer = agent.post(f'tasks/{task_id}/outcome', {
             'outcome': 'interested', 'note': "Sunday suits them",
             'next': {'kind': 'site_visit', 'due': due.isoformat() + 'Z',
