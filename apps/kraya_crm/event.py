@@ -155,6 +155,17 @@ class Lead(EventSource, metaclass=PoolMeta):
             }
 
     @classmethod
+    def _erase_related(cls, leads, keys, pepper_value):
+        """An erased person's events go, with the deliveries still on
+        their way: they hold the name, number and messages (privacy.py)."""
+        Event = Pool().get('crm.event')
+        done = super()._erase_related(leads, keys, pepper_value)
+        Event.delete(Event.search([('about', 'in',
+                        [str(l) for l in leads]
+                        + [str(d) for l in leads for d in l.deals])]))
+        return done
+
+    @classmethod
     def on_modification(cls, mode, leads, field_names=None):
         Event = Pool().get('crm.event')
         super().on_modification(mode, leads, field_names=field_names)

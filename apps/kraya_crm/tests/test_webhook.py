@@ -321,3 +321,25 @@ class WebhookTestCase(unittest.TestCase):
             for url in ['file:///etc/passwd', 'n8n.local/hook', 'http://']:
                 with self.assertRaises(ValidationError):
                     subscribe(url, ['lead.created'])
+
+    @with_transaction()
+    def test_an_erased_persons_events_and_deliveries_go(self):
+        pool = Pool()
+        Delivery = pool.get('crm.webhook.delivery')
+        Event = pool.get('crm.event')
+        Lead = pool.get('crm.lead')
+        configure(self, 'kraya_crm', privacy_pepper='test-pepper')
+        with set_company(create_company()):
+            subscribe(self.receiver.url, ['lead.created', 'lead.updated'])
+            asha = new_lead()
+            asha.city = "Pune"
+            asha.save()
+            ravi = new_lead("Ravi Kumar", phone='9876500000')
+            Lead.erase_personal_data([asha])
+            data = [json.loads(e.data) for e in Event.search([])]
+            self.assertNotIn('+919876543210', json.dumps(data))
+            # Ravi's stays; Asha's erasure itself is told, without her data.
+            self.assertEqual(sorted(
+                    (d['id'], d.get('phone')) for d in data),
+                sorted([(ravi.id, '+919876500000'), (asha.id, None)]))
+            self.assertEqual(len(Delivery.search([])), 2)
