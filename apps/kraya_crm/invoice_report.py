@@ -126,6 +126,11 @@ class GstInvoice:
     irn_qr: bytes | None = None
     signatory: str = ''
 
+    @property
+    def document(self):
+        "What the number and the total are of: Invoice or Credit Note."
+        return "Credit Note" if self.title == "Credit Note" else "Invoice"
+
 
 def state_label(state):
     if not state:
