@@ -27,6 +27,7 @@ WEEKDAYS = [
 # Far enough for any target (a week of hours is 63 working hours) and
 # short enough that a calendar of holidays only fails fast.
 MAX_DAYS = 800
+LAST_SECOND = dt.time(23, 59, 59)
 
 
 def _utc(local):
@@ -58,10 +59,19 @@ class WorkingClock:
     def is_working_day(self, day):
         return day.weekday() in self.weekdays and day not in self.holidays
 
+    @property
+    def till_midnight(self):
+        "Closing at 23:59:59, the latest the desk takes, is at midnight."
+        return self.closes >= LAST_SECOND
+
     def window(self, day):
         "The (opening, closing) of a working day, aware, in the zone."
-        return (dt.datetime.combine(day, self.opens, self.tzinfo),
-            dt.datetime.combine(day, self.closes, self.tzinfo))
+        closes = dt.datetime.combine(day, self.closes, self.tzinfo)
+        if self.till_midnight:
+            # Open all day is open without a gap at midnight.
+            closes = dt.datetime.combine(
+                day + dt.timedelta(days=1), dt.time(0), self.tzinfo)
+        return dt.datetime.combine(day, self.opens, self.tzinfo), closes
 
     def windows(self, at):
         "The working windows from `at`'s local day on, in order."
@@ -76,7 +86,8 @@ class WorkingClock:
         local = self.local(at)
         if not self.is_working_day(local.date()):
             return False
-        return self.opens <= local.time() < self.closes
+        return self.opens <= local.time() and (
+            self.till_midnight or local.time() < self.closes)
 
     def next_opening(self, at):
         "`at` when open, else the start of the next working window."

@@ -31,6 +31,18 @@ class WorkingClockTestCase(unittest.TestCase):
         self.assertEqual(CLOCK.add_working(utc('2026-01-27 23:20'),
                 dt.timedelta(hours=1)), utc('2026-01-28 11:00'))
 
+    def test_open_all_day_runs_through_midnight(self):
+        "Closing at 23:59:59 (the desk's latest) is closing at midnight."
+        always = WorkingClock(weekdays=frozenset(range(7)), opens=dt.time(0),
+            closes=dt.time(23, 59, 59))
+        at = utc('2026-01-27 22:50')
+        self.assertEqual(always.add_working(at, dt.timedelta(hours=2)),
+            utc('2026-01-28 00:50'))
+        self.assertEqual(always.working_between(at, utc('2026-01-28 00:50')),
+            dt.timedelta(hours=2))
+        self.assertTrue(always.is_open(utc('2026-01-27 23:59')
+                + dt.timedelta(seconds=59, microseconds=500000)))
+
     def test_next_opening_while_open_is_now(self):
         at = utc('2026-01-27 15:45')
         self.assertEqual(CLOCK.next_opening(at), at)
