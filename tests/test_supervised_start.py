@@ -1,6 +1,7 @@
 """./crm start keeps a site up when one of its processes dies: the real
 command on a demo site, its processes killed with SIGKILL while signed
 WhatsApp deliveries keep coming, as Meta sends them."""
+import http.client
 import os
 import re
 import signal
@@ -151,7 +152,9 @@ class Deliveries(threading.Thread):
             wa_id = new_wa_id()
             try:
                 status, _ = self.webhook.post(inbound(wa_id, name="Meera Iyer"))
-            except OSError:
+            except (OSError, http.client.HTTPException):
+                # A web process killed mid-answer cuts the body short:
+                # Meta counts that as not delivered and sends it again.
                 status = None
             if status == 200:
                 self.accepted.append(wa_id)
