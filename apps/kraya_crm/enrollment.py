@@ -33,6 +33,7 @@ STOP_REASONS = [
     ('opted_out', "Lead opted out"),
     ('reengaged', "Silent: re-engagement started"),
     ('manual', "Stopped by hand"),
+    ('automation', "Stopped by an automation rule"),
     ('inactive', "Lead merged or archived"),
     ('sequence_inactive', "Sequence switched off"),
     ('failed', "A step failed"),

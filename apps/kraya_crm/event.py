@@ -24,6 +24,9 @@ EVENTS = [
     ('message.received', "Message Received"),
     ('task.done', "Task Done"),
     ]
+# What an event can be: a subscribed one, or a record an automation rule
+# POSTs to the webhook it names (automation.py).
+KINDS = EVENTS + [('automation', "Automation Rule")]
 # The lead's fields a receiver is told changed. The rest are written by
 # the system as the lead is worked (timestamps of the SLA, the score's
 # decay): a lead.updated for those alone would be noise.
@@ -47,7 +50,7 @@ class Event(ModelSQL, ModelView):
     "Something that happened to a lead, a deal, a message or a task."
     __name__ = 'crm.event'
     __string__ = "CRM Event"
-    kind = fields.Selection(EVENTS, "Event", required=True, readonly=True)
+    kind = fields.Selection(KINDS, "Event", required=True, readonly=True)
     record = fields.Reference("Record", selection=[
             ('crm.lead', "Lead"),
             ('crm.deal', "Deal"),

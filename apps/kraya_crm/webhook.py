@@ -43,7 +43,7 @@ from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval
 from trytond.transaction import Transaction, without_check_access
 
-from .event import EVENTS
+from .event import EVENTS, KINDS
 from .http import setting
 from .message import utcnow
 
@@ -181,7 +181,7 @@ class Delivery(ModelSQL, ModelView):
     event = fields.Many2One('crm.event', "Event", required=True,
         readonly=True, ondelete='CASCADE')
     event_name = fields.Function(
-        fields.Selection(EVENTS, "Event Type"), 'get_event_field')
+        fields.Selection(KINDS, "Event Type"), 'get_event_field')
     about = fields.Char("About", required=True, readonly=True)
     state = fields.Selection([
             ('pending', "Waiting"),

@@ -31,6 +31,11 @@ MODELS = {
     # The integration API's keys: administrators only (not a CRM role).
     'crm.api.key': dict.fromkeys(ROLES, NONE),
     'crm.assignment.rule': dict(SETTINGS, accountant=NONE),
+    # Rules act without the access rules of who triggered them: only the
+    # manager writes them; every CRM user sees them and their runs.
+    'crm.automation.action': SETTINGS,
+    'crm.automation.rule': SETTINGS,
+    'crm.automation.run': dict(SETTINGS, manager=READ),
     'crm.business_calendar': SETTINGS,
     'crm.business_calendar.holiday': SETTINGS,
     # A singleton: it is written, never created or deleted.
@@ -90,6 +95,7 @@ MODELS = {
     'crm.sales.target': dict(SETTINGS, accountant=NONE),
     'crm.stage': SETTINGS,
     'crm.task': dict(SALES_WORK, rep=FULL),
+    'crm.tag': SETTINGS,
     'crm.team': SETTINGS,
     # Outgoing webhooks: the URLs and secrets are the manager's; only the
     # worker writes deliveries and their tries (webhook.py).
@@ -122,6 +128,8 @@ MODELS = {
 RELATIONS = {
     'crm.assignment.rule-country.subdivision',
     'crm.assignment.rule-crm.source',
+    'crm.deal-crm.tag',
+    'crm.lead-crm.tag',
     'crm.message-res.user',
     'crm.team-res.user',
     }
@@ -137,6 +145,7 @@ SINGLETONS = {'crm.configuration'}
 # must offer nothing over RPC but what every view offers.
 VIEW_ONLY = {
     'crm.api.key.create.done', 'crm.api.key.create.start',
+    'crm.automation.dry_run.result',
     'crm.board', 'crm.dashboard', 'crm.enrollment.enrol.start', 'crm.inbox',
     'crm.lead.import.result',
     'crm.lead.import.start', 'crm.lead.merge.start',
@@ -153,6 +162,7 @@ IN_THE_FIELD = {'manager', 'rep', 'agent'}
 BUTTONS = {
     # Administrators only: no CRM role.
     ('crm.api.key', 'revoke'): set(),
+    ('crm.automation.rule', 'dry_run'): {'manager'},
     ('crm.dead_letter', 'ignore'): {'manager'},
     ('crm.dead_letter', 'replay'): {'manager'},
     ('crm.deal', 'create_quotation'): SALES_TEAM,
@@ -195,6 +205,7 @@ BUTTONS.update({('account.invoice', b): roles
 
 WIZARDS = {
     'crm.api.key.create': set(),
+    'crm.automation.dry_run': {'manager'},
     'crm.enrollment.enrol': SALES_TEAM,
     'crm.lead.import': SALES_TEAM,
     'crm.lead.merge': SALES_TEAM,
