@@ -34,12 +34,13 @@ from sql.conditionals import Coalesce
 from trytond.i18n import gettext
 from trytond.model import (
     DeactivableMixin, Index, ModelSQL, ModelView, fields, sequence_ordered)
-from trytond.model.exceptions import ValidationError
+from trytond.model.exceptions import AccessError, ValidationError
 from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Bool, Eval, If, PYSONDecoder
 from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import Button, StateView, Wizard
 
+from . import python_action
 from .message import utcnow
 from .task import KINDS as TASK_KINDS
 from .template import render
@@ -48,6 +49,9 @@ logger = logging.getLogger(__name__)
 QUEUE_NAME = 'crm_automation'
 # A chain of rules firing rules stops at this depth.
 MAX_DEPTH = 3
+# The fields a Python action reads and may set: plain values.
+PLAIN_TYPES = {'char', 'text', 'integer', 'float', 'numeric', 'boolean',
+    'selection', 'date', 'many2one'}
 # The records a timed trigger or a dry run takes at once.
 BATCH = 1000
 DRY_RUN_SHOWN = 100
@@ -93,13 +97,14 @@ ACTIONS = [
     ('send_email', "Send an Email"),
     ('add_tag', "Add a Tag"),
     ('post_webhook', "POST to a Webhook"),
+    ('python', "Run Python (Administrators)"),
     ]
 ACTIONS_OF = {
     'crm.lead': {k for k, _ in ACTIONS} - {'move_stage'},
     'crm.deal': {k for k, _ in ACTIONS},
     'crm.task': {'set_field', 'assign', 'create_task', 'notify',
         'post_webhook', 'send_whatsapp', 'send_email', 'enrol',
-        'stop_sequences'},
+        'stop_sequences', 'python'},
     }
 
 
@@ -367,8 +372,9 @@ class Rule(DeactivableMixin, ModelSQL, ModelView):
             with Transaction().set_context(
                     automation_chain=list(chain) + [self.id]):
                 for action in self.actions:
-                    action.do(matched)
+                    said = action.do(matched)
                     done.append(action.rec_name)
+                    done.extend(f"  {line}" for line in said)
             Run.log(self, matched, 'done', chain, actions=done,
                 trigger=trigger, started=started)
         return matched
@@ -579,6 +585,14 @@ class Action(sequence_ordered(), ModelSQL, ModelView):
             'invisible': Eval('kind') != 'post_webhook',
             'required': Eval('kind') == 'post_webhook',
             })
+    code = fields.Text("Python",
+        states={
+            'invisible': Eval('kind') != 'python',
+            'required': Eval('kind') == 'python',
+            },
+        help="Runs for each record, restricted: record['field'] reads a "
+        "field, set('field', value) writes one, log('text') notes in the "
+        "run, enqueue('Sequence name') enrols the lead. No imports.")
 
     @classmethod
     def __setup__(cls):
@@ -612,10 +626,35 @@ class Action(sequence_ordered(), ModelSQL, ModelView):
                         rule=action.rule.rec_name))
             if action.kind == 'set_field':
                 action.field_value()
+            if action.kind == 'python':
+                try:
+                    python_action.check(action.code)
+                except python_action.SnippetError as error:
+                    raise AutomationError(gettext(
+                            'kraya_crm.msg_automation_python',
+                            rule=action.rule.rec_name, error=error)) from error
+
+    @classmethod
+    def check_modification(cls, mode, actions, values=None, external=False):
+        """Python actions are the administrators': a snippet runs with the
+        rule's power over every record."""
+        pool = Pool()
+        User = pool.get('res.user')
+        ModelData = pool.get('ir.model.data')
+        super().check_modification(
+            mode, actions, values=values, external=external)
+        if not external:
+            return
+        python = (any(a.kind == 'python' for a in actions)
+            or (values or {}).get('kind') == 'python')
+        if python and ModelData.get_id('res', 'group_admin') not in (
+                User.get_groups()):
+            raise AccessError(gettext('kraya_crm.msg_automation_python_admin'))
 
     def do(self, records):
-        "Do the action on the records (a list of the rule's model)."
-        getattr(self, f'_do_{self.kind}')(records)
+        """Do the action on the records (a list of the rule's model); the
+        lines it has to say in the run's log."""
+        return getattr(self, f'_do_{self.kind}')(records) or []
 
     def field_value(self):
         "The value to set, converted from its text to the field's type."
@@ -785,6 +824,54 @@ class Action(sequence_ordered(), ModelSQL, ModelView):
                     'next_attempt_at': utcnow(),
                     } for e in events])
         Delivery.wake()
+
+
+    def _do_python(self, records):
+        """The snippet, run restricted in a child process on the records'
+        plain values; what it asks for is done here, as set field and
+        enrol would do it."""
+        pool = Pool()
+        Model = pool.get(self.rule.applies_to)
+        Sequence = pool.get('crm.sequence')
+        Enrollment = pool.get('crm.enrollment')
+        readable = [n for n, f in Model._fields.items()
+            if f._type in PLAIN_TYPES and not isinstance(f, fields.Function)]
+        values = Model.read([r.id for r in records], readable)
+        try:
+            results = python_action.run(self.code, values)
+        except python_action.SnippetError as error:
+            raise AutomationError(gettext('kraya_crm.msg_automation_python',
+                    rule=self.rule.rec_name, error=error)) from error
+        lines = []
+        for record, asked in zip(records, results):
+            if asked['set']:
+                Model.write([record], self._snippet_values(Model, asked['set']))
+            for name in asked['enqueue']:
+                sequences = Sequence.search([('name', '=', name)], limit=1)
+                if not sequences:
+                    raise AutomationError(gettext(
+                            'kraya_crm.msg_automation_no_sequence',
+                            sequence=name, rule=self.rule.rec_name))
+                Enrollment.enrol(sequences[0], self._targets([record]))
+            lines.extend(f"{record.rec_name}: {line}"
+                for line in asked['log'])
+        return lines[:50]
+
+    def _snippet_values(self, Model, asked):
+        "The values a snippet set, checked and typed for Model.write."
+        values = {}
+        for name, value in asked.items():
+            field = Model._fields.get(name)
+            if (not field or field._type not in PLAIN_TYPES
+                    or isinstance(field, fields.Function) or name in {'id', 'create_date',
+                        'write_date', 'create_uid', 'write_uid'}):
+                raise AutomationError(gettext(
+                        'kraya_crm.msg_automation_python_field',
+                        field=name, rule=self.rule.rec_name))
+            if field._type == 'numeric' and value is not None:
+                value = Decimal(str(value))
+            values[name] = value
+        return values
 
 
 class Run(ModelSQL, ModelView):

@@ -319,3 +319,69 @@ class AutomationTestCase(unittest.TestCase):
             made.save()
             new_lead()
             self.assertEqual(queued(), [])
+
+
+class PythonActionTestCase(unittest.TestCase):
+    "The administrator's Python action, and what it may not do."
+
+    @classmethod
+    def setUpClass(cls):
+        activate_module('kraya_crm')
+
+    def python_rule(self, code):
+        return rule("Snippet", actions=[{'kind': 'python', 'code': code}])
+
+    @with_transaction()
+    def test_a_snippet_reads_sets_logs_and_enrols(self):
+        pool = Pool()
+        Sequence = pool.get('crm.sequence')
+        with set_company(create_company()):
+            Sequence.create([{'name': "Big budget welcome"}])
+            made = self.python_rule(
+                "if (record['budget'] or 0) > 1000000:\n"
+                "    set('campaign', 'Big ' + record['name'])\n"
+                "    log('budget', record['budget'])\n"
+                "    enqueue('Big budget welcome')\n")
+            big = new_lead("Asha", budget=Decimal(2500000))
+            small = new_lead("Ravi", budget=Decimal(100))
+            made.apply([big, small], 'created')
+            self.assertEqual((big.campaign, small.campaign), ("Big Asha", None))
+            self.assertEqual([e.sequence.name for e in big.enrollments],
+                ["Big budget welcome"])
+            self.assertEqual(small.enrollments, ())
+            run, = big.automation_runs
+            self.assertIn("Asha: budget 2500000", run.actions)
+
+    @with_transaction()
+    def test_hostile_snippets_fail_clearly_and_the_crm_goes_on(self):
+        from ..automation import AutomationError
+        with set_company(create_company()):
+            lead = new_lead()
+            refused_at_save = {
+                "x = ().__class__.__subclasses__()": "__subclasses__",
+                "f = lambda: 0\nf.__globals__": "__globals__",
+                }
+            for code, reason in refused_at_save.items():
+                with self.subTest(code=code), self.assertRaisesRegex(
+                        ValidationError, reason):
+                    self.python_rule(code)
+            failing_at_run = {
+                "import os": "__import__ not found",
+                "open('/etc/passwd').read()": "name 'open' is not defined",
+                "__import__('os')": "invalid variable name",
+                "while True:\n    pass": "seconds of CPU",
+                "x = []\nwhile True:\n    x.append('x' * 10 ** 6)": "MB",
+                "set('id', 1)": "not a field it may set",
+                }
+            for code, reason in failing_at_run.items():
+                with self.subTest(code=code):
+                    try:
+                        made = self.python_rule(code)
+                    except ValidationError as error:
+                        self.assertIn(reason, str(error))
+                        continue
+                    with self.assertRaisesRegex(AutomationError, reason):
+                        made.apply([lead], 'created')
+            lead.city = "Pune"
+            lead.save()
+            self.assertEqual(new_lead("Still works").name, "Still works")
