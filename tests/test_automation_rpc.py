@@ -99,3 +99,37 @@ def test_only_an_administrator_writes_python(manager, make_rule):
     with pytest.raises(RpcError):
         manager.model('crm.automation.action', 'write', [action],
             {'kind': 'python', 'code': "log('hello')"})
+
+
+def test_the_demos_big_indiamart_enquiry_goes_hot_to_rahul(crm_site, manager):
+    rep2 = crm_site.login('rep2')
+    indiamart, = manager.search('crm.source', [('code', '=', 'indiamart')])
+    big, small = rep2.model('crm.lead', 'create', [
+            {'name': "IndiaMART Big", 'source': indiamart,
+                'budget': {'__class__': 'Decimal', 'decimal': '2500000'}},
+            {'name': "IndiaMART Small", 'source': indiamart,
+                'budget': {'__class__': 'Decimal', 'decimal': '400000'}}])
+    assert eventually(lambda: runs(manager, big))
+    rahul, = manager.search('res.user', [('login', '=', 'rep')])
+    lead, other = manager.model('crm.lead', 'read', [big, small],
+        ['owner', 'tags.name', 'tasks.name'])
+    assert lead['owner'] == rahul
+    assert [t['name'] for t in lead['tags.']] == ["Hot"]
+    assert [t['name'] for t in lead['tasks.']] == [
+        "Call the big IndiaMART enquiry"]
+    assert other['tags.'] == [] and runs(manager, small) == []
+
+
+def test_the_demos_won_deal_thanks_the_customer(crm_site, manager):
+    rep = crm_site.login('rep')
+    lead, = rep.model('crm.lead', 'create', [{'name': "Won Customer"}])
+    deal, = rep.model('crm.deal', 'create', [{'title': "Won 2 BHK",
+                'lead': lead}])
+    won, = manager.search('crm.stage', [('kind', '=', 'won')])
+    manager.model('crm.deal', 'write', [deal], {'stage': won})
+    enrolled = lambda: manager.search_read('crm.enrollment',
+        [('lead', '=', lead)], ['sequence.name', 'deal'])
+    assert eventually(enrolled)
+    (enrollment,) = enrolled()
+    assert enrollment['sequence.']['name'] == "Thank you and referral"
+    assert enrollment['deal'] is None

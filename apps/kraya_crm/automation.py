@@ -712,13 +712,18 @@ class Action(sequence_ordered(), ModelSQL, ModelView):
         elif self.rule.applies_to == 'crm.lead':
             Model.assign(records, reassign=True)
 
-    def _targets(self, records):
-        "[(lead, deal)] of the records, for sequences."
-        return [(lead_of(r), deal_of(r)) for r in records if lead_of(r)]
+    def _targets(self, records, sequence=None):
+        """[(lead, deal)] of the records, for the sequence: its deal when it
+        follows deals, else the lead alone (a thank-you to a won deal's
+        customer is not about the deal, which is closed)."""
+        by_deal = sequence and sequence.applies_to == 'deal'
+        return [(lead_of(r), deal_of(r) if by_deal else None)
+            for r in records if lead_of(r)]
 
     def _do_enrol(self, records):
         Enrollment = Pool().get('crm.enrollment')
-        Enrollment.enrol(self.follow_up, self._targets(records))
+        Enrollment.enrol(self.follow_up,
+            self._targets(records, self.follow_up))
 
     def _do_stop_sequences(self, records):
         Enrollment = Pool().get('crm.enrollment')
@@ -852,7 +857,8 @@ class Action(sequence_ordered(), ModelSQL, ModelView):
                     raise AutomationError(gettext(
                             'kraya_crm.msg_automation_no_sequence',
                             sequence=name, rule=self.rule.rec_name))
-                Enrollment.enrol(sequences[0], self._targets([record]))
+                Enrollment.enrol(sequences[0],
+                    self._targets([record], sequences[0]))
             lines.extend(f"{record.rec_name}: {line}"
                 for line in asked['log'])
         return lines[:50]
