@@ -35,6 +35,7 @@ from trytond.i18n import gettext
 from trytond.model import (
     DeactivableMixin, Index, ModelSQL, ModelView, fields, sequence_ordered)
 from trytond.model.exceptions import AccessError, ValidationError
+from trytond.model.fields.field import domain_validate
 from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Bool, Eval, If, PYSONDecoder
 from trytond.transaction import Transaction, without_check_access
@@ -187,7 +188,9 @@ class Rule(DeactivableMixin, ModelSQL, ModelView):
             'required': Eval('trigger') == 'weekly',
             })
     condition = fields.Char("Only For Records Matching",
-        help="A domain on the record; empty: every record.")
+        help="A domain on the record, a list of conditions, e.g. "
+        "[[\"city\", \"=\", \"Pune\"], [\"budget\", \">\", 1000000]]; "
+        "empty: every record.")
     actions = fields.One2Many('crm.automation.action', 'rule', "Actions")
     company = fields.Many2One('company.company', "Company", required=True)
     checked_at = fields.Timestamp("Timed Trigger Checked At", readonly=True)
@@ -236,6 +239,7 @@ class Rule(DeactivableMixin, ModelSQL, ModelView):
         pool = Pool()
         for rule in rules:
             try:
+                domain_validate(rule.domain)
                 with without_check_access():
                     pool.get(rule.applies_to).search(
                         rule.domain, limit=1, order=[])

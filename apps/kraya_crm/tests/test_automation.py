@@ -300,6 +300,9 @@ class AutomationTestCase(unittest.TestCase):
         with set_company(create_company()):
             with self.assertRaisesRegex(ValidationError, "not a domain"):
                 rule("Bad", condition='[["no_such_field", "=", 1]]')
+            # What the desk's widget makes of a Python tuple typed in.
+            with self.assertRaisesRegex(ValidationError, "list of conditions"):
+                rule("Bad", condition='["Pune"]')
             with self.assertRaisesRegex(ValidationError, "does not happen"):
                 rule("Bad", trigger='task_overdue')
             with self.assertRaisesRegex(ValidationError, "cannot be done"):
