@@ -38,6 +38,7 @@ from trytond.model.exceptions import AccessError, ValidationError
 from trytond.model.fields.field import domain_validate
 from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Bool, Eval, If, PYSONDecoder
+from trytond.tools import grouped_slice
 from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import Button, StateView, Wizard
 
@@ -55,6 +56,9 @@ PLAIN_TYPES = {'char', 'text', 'integer', 'float', 'numeric', 'boolean',
     'selection', 'date', 'many2one'}
 # The records a timed trigger or a dry run takes at once.
 BATCH = 1000
+# The records a rule acts on in one transaction: Tryton checks every id
+# of a list against every other when it browses one (quadratic).
+CHUNK = 200
 DRY_RUN_SHOWN = 100
 
 MODELS = [
@@ -295,9 +299,9 @@ class Rule(DeactivableMixin, ModelSQL, ModelView):
                         chain)
 
     def triggered_by(self, records, changes):
-        "The records of these for which the trigger's own settings hold."
-        company = self.company.id
-        records = [r for r in records if r.event_company() in {company, None}]
+        """The records of these for which the trigger's own settings hold
+        (their company and condition are the worker's to check: this runs
+        in the person's save)."""
         if self.trigger == 'changed':
             name = self.trigger_field.name
             if name not in changes:
@@ -328,9 +332,11 @@ class Rule(DeactivableMixin, ModelSQL, ModelView):
     @classmethod
     def run_triggered(cls, rules, model, ids, trigger, chain=()):
         """The worker's task: each rule acts on the records (those still
-        there and matching its condition), in a transaction of its own."""
+        there and matching its condition), a slice at a time, each slice
+        in a transaction of its own."""
         for rule in rules:
-            rule.run_isolated(ids, trigger, list(chain))
+            for chunk in grouped_slice(ids, CHUNK):
+                rule.run_isolated(list(chunk), trigger, list(chain))
 
     def run_isolated(self, ids, trigger, chain):
         """Act in a transaction of its own; on an error, roll back and try
@@ -384,12 +390,22 @@ class Rule(DeactivableMixin, ModelSQL, ModelView):
         return matched
 
     def matching(self, records):
-        "Those of the records that match the condition now."
+        "Those of the records of the rule's company matching the condition."
         Model = Pool().get(self.applies_to)
         ids = [r.id for r in records]
         if not ids:
             return []
-        return Model.search([('id', 'in', ids), self.domain], order=[])
+        return Model.search([('id', 'in', ids), self.company_domain(),
+                self.domain], order=[])
+
+    def company_domain(self):
+        "The rule's records are its company's (a task: its lead's or deal's)."
+        company = self.company.id
+        if self.applies_to == 'crm.task':
+            return ['OR', ('lead.company', '=', company),
+                ('deal.company', '=', company),
+                [('lead', '=', None), ('deal', '=', None)]]
+        return [('company', '=', company)]
 
     # Timed triggers -----------------------------------------------------
 
