@@ -388,3 +388,33 @@ class PythonActionTestCase(unittest.TestCase):
             lead.city = "Pune"
             lead.save()
             self.assertEqual(new_lead("Still works").name, "Still works")
+
+
+class SlaTriggerTestCase(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        activate_module('kraya_crm')
+
+    @with_transaction()
+    def test_a_missed_first_response_fires_once(self):
+        Lead = Pool().get('crm.lead')
+        with set_company(create_company()):
+            rule("Missed: tell the manager", trigger='sla_breached',
+                actions=[{'kind': 'notify', 'user': admin().id,
+                        'text': "{lead.name} waited too long"}])
+            now = utcnow()
+            late, on_time = new_lead("Late"), new_lead("On time")
+            Lead.write([late], {'sla_due_at': now - dt.timedelta(minutes=5),
+                    'sla_started_at': now - dt.timedelta(hours=2),
+                    'first_response_at': None, 'sla_stage': 'reminded'})
+            Lead.write([on_time], {
+                    'sla_due_at': now + dt.timedelta(hours=1),
+                    'sla_started_at': now - dt.timedelta(minutes=5),
+                    'first_response_at': None, 'sla_stage': None})
+            Lead._chase(Lead.browse([late.id, on_time.id]), now)
+            (_, _, ids, trigger, _), = queued()
+            self.assertEqual((ids, trigger), ([late.id], 'sla_breached'))
+            # The next step of the chase (the manager's) is no new breach.
+            Lead._chase(Lead.browse([late.id]), now + dt.timedelta(hours=3))
+            self.assertEqual(queued(), [])
