@@ -20,6 +20,7 @@ from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from .batch import run_in_batches
+from .bulk import BulkWrite
 from .message import utcnow
 from .sequence import CONSENT_OF
 from .template import render
@@ -42,7 +43,8 @@ DEFAULT_SILENCE_HOURS = 48
 REPLIED_TASK = "Lead replied: answer them"
 
 
-class Enrollment(Workflow, ModelSQL, ModelView):
+# BulkWrite: the engine moves a batch of enrollments on in one update.
+class Enrollment(BulkWrite, Workflow, ModelSQL, ModelView):
     "A lead or deal going through a follow-up sequence."
     __name__ = 'crm.enrollment'
     __string__ = "Enrollment"
@@ -255,6 +257,7 @@ class Enrollment(Workflow, ModelSQL, ModelView):
         matching = cls._matching_conditions(enrollments)
         files = Step.file_attachments(
             [e.next_step for e in enrollments if e.next_step])
+        contactable = cls._contactable(enrollments)
         messages, tasks, notifications = [], [], []
         ending, moving = {}, {}
         to_reengage = []
@@ -289,19 +292,19 @@ class Enrollment(Workflow, ModelSQL, ModelView):
                 if notification:
                     notifications.append(notification)
             else:
-                messages.extend(
-                    enrollment._messages(step, now, files.get(step.id)))
+                messages.extend(enrollment._messages(step, now,
+                        files.get(step.id),
+                        enrollment.lead.id in contactable[step.channel]))
             moving.setdefault(enrollment._after(step, now), []).append(
                 enrollment)
-        # Enrollments moved on from one step at once share their values:
-        # one write each, not one per enrollment.
-        to_write = []
-        for values, moved in moving.items():
-            to_write.extend((moved, dict(values)))
+        # The engine's own values (the next step of the same sequence):
+        # one prepared update for all of them (bulk.py).
+        fills = {e.id: dict(values)
+            for values, moved in moving.items() for e in moved}
         with without_check_access():
-            if to_write:
-                cls.write(*to_write)
-            Message.save(messages)
+            if fills:
+                cls.fill_in_bulk(fills)
+            Message.queue(messages)
             Task.save(tasks)
             Notification.save(notifications)
         for (state, reason), ended in ending.items():
@@ -328,6 +331,22 @@ class Enrollment(Workflow, ModelSQL, ModelView):
         return {step.id: {l.id for l in Lead.search([
                         ('id', 'in', list(ids)), step.lead_domain])}
             for step, ids in leads_by_step.items()}
+
+    @classmethod
+    def _contactable(cls, enrollments):
+        """{step channel: ids of the leads we may message on it}, a query
+        per channel of consent the next steps need."""
+        Lead = Pool().get('crm.lead')
+        leads_by_channel = {}
+        for enrollment in enrollments:
+            step = enrollment.next_step
+            if step and step.channel in CONSENT_OF:
+                leads_by_channel.setdefault(CONSENT_OF[step.channel],
+                    []).append(enrollment.lead)
+        may = {consent: Lead.contactable(leads, consent)
+            for consent, leads in leads_by_channel.items()}
+        return {channel: may.get(consent, set())
+            for channel, consent in CONSENT_OF.items()}
 
     def _reason_to_end(self):
         "Why this enrollment must end before its next step, if it must."
@@ -385,11 +404,11 @@ class Enrollment(Workflow, ModelSQL, ModelView):
         message.error_message = gettext(f'kraya_crm.{reason}', **params)
         return message
 
-    def _messages(self, step, now, attachment=None):
+    def _messages(self, step, now, attachment=None, may_contact=None):
         """The queued messages of a WhatsApp or email step, or why not: the
         step's file goes as its template's image or document header, or
         as a message of its own right after."""
-        message = self._message(step, now)
+        message = self._message(step, now, may_contact)
         if not attachment or message.status != 'queued':
             return [message]
         kind = step.file_kind
@@ -408,11 +427,15 @@ class Enrollment(Workflow, ModelSQL, ModelView):
         file_message.media = attachment
         return [message, file_message]
 
-    def _message(self, step, now):
-        "The queued message of a WhatsApp or email step, or why not."
+    def _message(self, step, now, may_contact=None):
+        """The queued message of a WhatsApp or email step, or why not;
+        may_contact: whether the lead's consent allows it, when the caller
+        looked it up for many leads at once."""
         lead = self.lead
         consent = CONSENT_OF[step.channel]
-        if not lead.may_contact(consent):
+        if may_contact is None:
+            may_contact = lead.may_contact(consent)
+        if not may_contact:
             return self._skipped(step, 'msg_step_skipped_no_consent')
         if consent == 'whatsapp':
             if not lead.whatsapp_number:
@@ -578,8 +601,10 @@ class Lead(metaclass=PoolMeta):
         leads = [l for l in {l.id: l for l in leads}.values()
             if l.status == 'new']
         if leads:
+            # A tick marks thousands: one prepared update (bulk.py).
             with without_check_access():
-                cls.write(leads, {'status': 'contacted'})
+                cls.fill_in_bulk({l.id: {'status': 'contacted'}
+                        for l in leads})
 
 
 class Deal(metaclass=PoolMeta):
