@@ -73,6 +73,25 @@ def _rememberable(field):
         and not getattr(field, 'translate', False))
 
 
+def prefetch(records, names):
+    """Read these plain fields of the records in one query per slice
+    into the transaction's cache, where their attributes look first, as
+    Tryton's own reads do: reading one of them then costs no query, where
+    an attribute read alone loads every eager field of its list."""
+    if not records:
+        return
+    Model = records[0].__class__
+    names = [n for n in names if _rememberable(Model._fields[n])
+        and not isinstance(Model._fields[n], fields.Function)
+        and Model._fields[n]._type != 'many2one']
+    cache = Transaction().get_cache()[Model.__name__]
+    ids = list({r.id for r in records})
+    with without_check_access():
+        for sub_ids in grouped_slice(ids, backend.MAX_QUERY_PARAMS):
+            for row in Model.read(list(sub_ids), names):
+                cache[row.pop('id')]._update(**row)
+
+
 class BulkWrite:
     "A ModelSQL's create_in_bulk and fill_in_bulk."
     __slots__ = ()

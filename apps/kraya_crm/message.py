@@ -115,12 +115,12 @@ class Message(BulkWrite, ModelSQL, ModelView):
             ]
 
     @classmethod
-    def queue(cls, messages):
-        """Store new messages whose values their maker checked (the
-        follow-up engine's), in one insert: the hooks of a create still
-        run (bulk.py)."""
-        if messages:
-            cls.create_in_bulk([m._save_values() for m in messages])
+    def queue(cls, vlist):
+        """Create messages from values their maker checked (the follow-up
+        engine's), in one insert: the hooks of a create still run
+        (bulk.py)."""
+        if vlist:
+            cls.create_in_bulk(vlist)
 
     @classmethod
     def by_provider_id(cls, channel, provider_ids):
