@@ -28,9 +28,10 @@ from trytond.transaction import Transaction, without_check_access
 # browsing n records costs Tryton n² checks.
 BROWSE_SLICE = 20
 
-# The ids of records whose values the caller already checked field by field.
+# The model and ids of records whose values the caller already checked
+# field by field (the hooks that run meanwhile write other models).
 _checked_ids = contextvars.ContextVar(
-    'kraya_crm_checked_ids', default=frozenset())
+    'kraya_crm_checked_ids', default=(None, frozenset()))
 # Whether the values being preprocessed are the caller's, checked already.
 _checked_values = contextvars.ContextVar(
     'kraya_crm_checked_values', default=False)
@@ -60,6 +61,35 @@ def _sql_format(field):
     if isinstance(field, fields.Char) and not field.strip:
         return str
     return functools.lru_cache(maxsize=1024)(field.sql_format)
+
+
+# The field types whose sql_format gives the value a read gives back.
+PLAIN_TYPES = {'char', 'text', 'selection', 'many2one', 'integer', 'bigint',
+    'boolean', 'timestamp', 'datetime', 'date', 'time', 'float'}
+
+
+def _rememberable(field):
+    return (field._type in PLAIN_TYPES
+        and not getattr(field, 'translate', False))
+
+
+def prefetch(records, names):
+    """Read these plain fields of the records in one query per slice
+    into the transaction's cache, where their attributes look first, as
+    Tryton's own reads do: reading one of them then costs no query, where
+    an attribute read alone loads every eager field of its list."""
+    if not records:
+        return
+    Model = records[0].__class__
+    names = [n for n in names if _rememberable(Model._fields[n])
+        and not isinstance(Model._fields[n], fields.Function)
+        and Model._fields[n]._type != 'many2one']
+    cache = Transaction().get_cache()[Model.__name__]
+    ids = list({r.id for r in records})
+    with without_check_access():
+        for sub_ids in grouped_slice(ids, backend.MAX_QUERY_PARAMS):
+            for row in Model.read(list(sub_ids), names):
+                cache[row.pop('id')]._update(**row)
 
 
 class BulkWrite:
@@ -119,6 +149,7 @@ class BulkWrite:
             query, _ = tuple(table.insert(columns, [[0] * len(columns)]))
             return query
 
+        rows = list(params)
         ids = cls._next_ids(len(params))
         first = []
         if not ids:
@@ -143,7 +174,9 @@ class BulkWrite:
             for row in params:
                 cursor.execute(query, row)
                 ids.append(database.lastid(cursor))
-        checked = _checked_ids.set(frozenset(ids))
+        cls._remember(ids, ['create_uid', 'create_date'] + given + constant,
+            rows)
+        checked = _checked_ids.set((cls.__name__, frozenset(ids)))
         try:
             cls._after_create_in_bulk(ids)
         finally:
@@ -156,7 +189,8 @@ class BulkWrite:
         """Write each record its own values ({id: values}, fields their
         caller checked): what ModelSQL.write does, with its own checks and
         hooks before and after, but one prepared UPDATE per set of fields
-        instead of one statement per record."""
+        instead of one statement per record, and without the per-field
+        checks of the values (as create_in_bulk)."""
         records = list(chain.from_iterable(cls.browse(sub_ids)
                 for sub_ids in grouped_slice(list(fills), BROWSE_SLICE)))
         args = list(chain.from_iterable(([r], fills[r.id]) for r in records))
@@ -184,7 +218,26 @@ class BulkWrite:
                     where=table.id == 0))
             cursor.executemany(query, params)
         cls._ModelSQL__check_domain_rule(ids, 'write')
-        cls._after_write(ids, field_names, on_write, trigger_eligibles)
+        checked = _checked_ids.set((cls.__name__, frozenset(ids)))
+        try:
+            cls._after_write(ids, field_names, on_write, trigger_eligibles)
+        finally:
+            _checked_ids.reset(checked)
+
+    @classmethod
+    def _remember(cls, ids, names, rows):
+        """Keep the plain values of the rows just inserted in the
+        transaction's cache, as a read of them would: the hooks that follow
+        (validate, on_modification) read them without querying them back.
+        The first write of the transaction clears the cache, as ever."""
+        columns = [(i, n) for i, n in enumerate(names)
+            if n in cls._fields and _rememberable(cls._fields[n])]
+        unset = dict.fromkeys(n for n, f in cls._fields.items()
+            if n not in names and n != 'id' and _rememberable(f)
+            and not isinstance(f, fields.Function))
+        cache = Transaction().get_cache()[cls.__name__]
+        for id_, row in zip(ids, rows):
+            cache[id_]._update(**unset, **{n: row[i] for i, n in columns})
 
     @classmethod
     def _after_create_in_bulk(cls, ids):
@@ -252,8 +305,9 @@ class BulkWrite:
 
     @classmethod
     def _validate(cls, records, field_names=None):
-        checked = _checked_ids.get()
-        if checked and all(r.id in checked for r in records):
+        model, checked = _checked_ids.get()
+        if (model == cls.__name__ and checked
+                and all(r.id in checked for r in records)):
             # Required fields, domains and selections of these rows were
             # checked once by the caller; model-level checks still run.
             field_names = set()

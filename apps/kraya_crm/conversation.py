@@ -18,6 +18,7 @@ from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval
 from trytond.transaction import Transaction, without_check_access
 
+from .bulk import BulkWrite
 from .message import utcnow
 
 WHATSAPP_WINDOW = dt.timedelta(hours=24)
@@ -51,7 +52,8 @@ def is_human_answer(message):
         and message.channel in {'whatsapp', 'email'})
 
 
-class Conversation(ModelSQL, ModelView):
+# BulkWrite: a tick of the follow-up engine touches a conversation a lead.
+class Conversation(BulkWrite, ModelSQL, ModelView):
     "A lead's conversation with the team, as the inbox lists it."
     __name__ = 'crm.conversation'
     __string__ = "Conversation"
@@ -162,63 +164,85 @@ class Conversation(ModelSQL, ModelView):
     @classmethod
     def of_leads(cls, leads):
         "The conversations of these leads, by lead id, made when missing."
-        leads = list({l.id: l for l in leads}.values())
-        found = {c.lead.id: c for c in cls.search([
-                    ('lead', 'in', [l.id for l in leads]),
-                    ])}
-        missing = [cls(lead=l) for l in leads if l.id not in found]
+        found = cls._existing(leads)
+        missing = [l.id for l in {l.id: l for l in leads}.values()
+            if l.id not in found]
         if missing:
-            cls.save(missing)
-            found.update({c.lead.id: c for c in missing})
+            # One insert for all of them.
+            found.update(zip(missing, cls.browse(cls.create_in_bulk(
+                            [{'lead': i} for i in missing]))))
         return found
+
+    @classmethod
+    def _existing(cls, leads):
+        "The conversations these leads have already, by lead id."
+        return {c.lead.id: c for c in cls.search([
+                    ('lead', 'in', list({l.id for l in leads})),
+                    ])}
 
     @classmethod
     def note_messages(cls, messages):
         """Bring the conversations of new timeline messages up to date: a
         message from the lead adds to unread, makes it waiting and brings
-        a done or snoozed conversation back; a human answer ends waiting."""
+        a done or snoozed conversation back; a human answer ends waiting.
+        A lead's first message starts its conversation."""
         with without_check_access():
-            conversations = cls.of_leads([m.lead for m in messages])
+            conversations = cls._existing([m.lead for m in messages])
         now = utcnow()
         changes = {}
+
+        def before(lead_id, name):
+            "The conversation's value before these messages."
+            conversation = conversations.get(lead_id)
+            return getattr(conversation, name) if conversation else None
+
         for message in sorted(messages, key=lambda m: (m.at, m.id)):
-            conversation = conversations[message.lead.id]
-            values = changes.setdefault(conversation, {'changed_at': now})
+            lead_id = message.lead.id
+            values = changes.setdefault(lead_id, {'changed_at': now})
             # Internal ones (notes, events, alerts to staff) do not talk
             # to the lead.
             if (message.channel in INTERNAL_CHANNELS
                     or message.direction == 'internal'):
                 continue
             current = values.get('last_message_at',
-                conversation.last_message_at)
+                before(lead_id, 'last_message_at'))
             if not current or message.at >= current:
                 values['last_message_at'] = message.at
                 values['last_message'] = message.id
             if message.direction == 'inbound':
                 values['unread'] = values.get(
-                    'unread', conversation.unread or 0) + 1
+                    'unread', before(lead_id, 'unread') or 0) + 1
                 values['last_inbound_at'] = max(filter(None, [
                             values.get('last_inbound_at',
-                                conversation.last_inbound_at),
+                                before(lead_id, 'last_inbound_at')),
                             message.at]))
                 values['state'] = 'open'
                 values['snoozed_until'] = None
             elif is_human_answer(message):
                 values['last_answer_at'] = max(filter(None, [
                             values.get('last_answer_at',
-                                conversation.last_answer_at),
+                                before(lead_id, 'last_answer_at')),
                             message.at]))
-        to_write = []
-        for conversation, values in changes.items():
+        for lead_id, values in changes.items():
             inbound = values.get('last_inbound_at',
-                conversation.last_inbound_at)
+                before(lead_id, 'last_inbound_at'))
             answered = values.get('last_answer_at',
-                conversation.last_answer_at)
+                before(lead_id, 'last_answer_at'))
             values['waiting'] = bool(inbound
                 and (not answered or inbound > answered))
-            to_write.extend(([conversation], values))
+        # Each its own last message: one prepared insert of the new ones,
+        # one prepared update of the others (bulk.py).
+        new = [dict(values, lead=lead_id)
+            for lead_id, values in changes.items()
+            if lead_id not in conversations]
+        fills = {conversations[lead_id].id: values
+            for lead_id, values in changes.items()
+            if lead_id in conversations}
         with without_check_access():
-            cls.write(*to_write)
+            if new:
+                cls.create_in_bulk(new)
+            if fills:
+                cls.fill_in_bulk(fills)
 
     @classmethod
     def touch(cls, leads):

@@ -20,6 +20,7 @@ from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from .batch import run_in_batches
+from .bulk import BulkWrite, prefetch
 from .message import utcnow
 from .sequence import CONSENT_OF
 from .template import render
@@ -41,9 +42,14 @@ STOP_REASONS = [
 logger = logging.getLogger(__name__)
 DEFAULT_SILENCE_HOURS = 48
 REPLIED_TASK = "Lead replied: answer them"
+# The lead's fields a step reads: whether to go on, the address, the
+# variables of the templates, whether it is still new.
+LEAD_FIELDS = ['active', 'name', 'company_name', 'city', 'phone', 'whatsapp',
+    'email', 'campaign', 'not_on_whatsapp', 'status', 'last_inbound_at']
 
 
-class Enrollment(Workflow, ModelSQL, ModelView):
+# BulkWrite: the engine moves a batch of enrollments on in one update.
+class Enrollment(BulkWrite, Workflow, ModelSQL, ModelView):
     "A lead or deal going through a follow-up sequence."
     __name__ = 'crm.enrollment'
     __string__ = "Enrollment"
@@ -253,9 +259,14 @@ class Enrollment(Workflow, ModelSQL, ModelView):
         Task = pool.get('crm.task')
         Notification = pool.get('res.notification')
         Step = pool.get('crm.sequence.step')
+        leads = {e.lead.id: e.lead for e in enrollments}
+        # What the steps read of each lead, in one query.
+        prefetch(list(leads.values()), LEAD_FIELDS)
         matching = cls._matching_conditions(enrollments)
         files = Step.file_attachments(
             [e.next_step for e in enrollments if e.next_step])
+        contactable = cls._contactable(enrollments)
+        # The values of the messages: created at once (Message.queue).
         messages, tasks, notifications = [], [], []
         ending, moving = {}, {}
         to_reengage = []
@@ -281,7 +292,7 @@ class Enrollment(Workflow, ModelSQL, ModelView):
                     []).append(enrollment)
                 continue
             if step.condition and enrollment.lead.id not in matching[step.id]:
-                messages.append(enrollment._skipped(
+                messages.append(enrollment._skipped_values(
                         step, 'msg_step_skipped_condition'))
             elif step.channel == 'task':
                 tasks.append(enrollment._task(step))
@@ -290,19 +301,19 @@ class Enrollment(Workflow, ModelSQL, ModelView):
                 if notification:
                     notifications.append(notification)
             else:
-                messages.extend(
-                    enrollment._messages(step, now, files.get(step.id)))
+                messages.extend(enrollment._messages(step, now,
+                        files.get(step.id),
+                        enrollment.lead.id in contactable[step.channel]))
             moving.setdefault(enrollment._after(step, now), []).append(
                 enrollment)
-        # Enrollments moved on from one step at once share their values:
-        # one write each, not one per enrollment.
-        to_write = []
-        for values, moved in moving.items():
-            to_write.extend((moved, dict(values)))
+        # The engine's own values (the next step of the same sequence):
+        # one prepared update for all of them (bulk.py).
+        fills = {e.id: dict(values)
+            for values, moved in moving.items() for e in moved}
         with without_check_access():
-            if to_write:
-                cls.write(*to_write)
-            Message.save(messages)
+            if fills:
+                cls.fill_in_bulk(fills)
+            Message.queue(messages)
             Task.save(tasks)
             Notification.save(notifications)
         for (state, reason), ended in ending.items():
@@ -313,9 +324,9 @@ class Enrollment(Workflow, ModelSQL, ModelView):
                 []).append((enrollment.lead, enrollment.deal))
         for sequence, targets in by_sequence.items():
             cls.enrol(sequence, targets)
-        Lead.mark_contacted([m.lead for m in messages
-                if m.status == 'queued'])
-        return sum(1 for m in messages if m.status == 'queued')
+        queued = [m for m in messages if m['status'] == 'queued']
+        Lead.mark_contacted([leads[m['lead']] for m in queued])
+        return len(queued)
 
     @classmethod
     def _matching_conditions(cls, enrollments):
@@ -329,6 +340,22 @@ class Enrollment(Workflow, ModelSQL, ModelView):
         return {step.id: {l.id for l in Lead.search([
                         ('id', 'in', list(ids)), step.lead_domain])}
             for step, ids in leads_by_step.items()}
+
+    @classmethod
+    def _contactable(cls, enrollments):
+        """{step channel: ids of the leads we may message on it}, a query
+        per channel of consent the next steps need."""
+        Lead = Pool().get('crm.lead')
+        leads_by_channel = {}
+        for enrollment in enrollments:
+            step = enrollment.next_step
+            if step and step.channel in CONSENT_OF:
+                leads_by_channel.setdefault(CONSENT_OF[step.channel],
+                    []).append(enrollment.lead)
+        may = {consent: Lead.contactable(leads, consent)
+            for consent, leads in leads_by_channel.items()}
+        return {channel: may.get(consent, set())
+            for channel, consent in CONSENT_OF.items()}
 
     def _reason_to_end(self):
         "Why this enrollment must end before its next step, if it must."
@@ -370,77 +397,88 @@ class Enrollment(Workflow, ModelSQL, ModelView):
             ('next_step', following[0].id if following else None),
             ('next_run_at', next_run_at))
 
-    def _base_message(self, step, channel):
-        Message = Pool().get('crm.message')
-        return Message(lead=self.lead, deal=self.deal, enrollment=self,
-            step=step, direction='outbound', channel=channel, attempts=0)
+    def _base_values(self, step, channel):
+        "The values of every message of the engine."
+        return {'lead': self.lead.id,
+            'deal': self.deal.id if self.deal else None,
+            'enrollment': self.id, 'step': step.id if step else None,
+            'direction': 'outbound', 'channel': channel, 'attempts': 0}
 
     def _skipped(self, step, reason, **params):
         """A step that did not go out, on the timeline with the reason (a
         message of message.xml, and its params)."""
-        channel = 'email' if step.channel == 'email' else 'whatsapp'
-        message = self._base_message(step, channel)
-        message.status = 'skipped'
-        message.kind = step.channel
-        message.body = step.name
-        message.error_message = gettext(f'kraya_crm.{reason}', **params)
-        return message
+        Message = Pool().get('crm.message')
+        return Message(**self._skipped_values(step, reason, **params))
 
-    def _messages(self, step, now, attachment=None):
-        """The queued messages of a WhatsApp or email step, or why not: the
-        step's file goes as its template's image or document header, or
-        as a message of its own right after."""
-        message = self._message(step, now)
-        if not attachment or message.status != 'queued':
-            return [message]
+    def _skipped_values(self, step, reason, **params):
+        "The values of _skipped."
+        channel = 'email' if step.channel == 'email' else 'whatsapp'
+        return dict(self._base_values(step, channel), status='skipped',
+            kind=step.channel, body=step.name,
+            error_message=gettext(f'kraya_crm.{reason}', **params))
+
+    def _messages(self, step, now, attachment=None, may_contact=None):
+        """The values of the queued messages of a WhatsApp or email step,
+        or of why not: the step's file goes as its template's image or
+        document header, or as a message of its own right after. The
+        engine creates them all at once (Message.queue)."""
+        values = self._message_values(step, now, may_contact)
+        if not attachment or values['status'] != 'queued':
+            return [values]
         kind = step.file_kind
         header = step.template.header_format if step.template else None
         if header == kind.upper():
             # The template's header carries it (a text step is sent as its
             # template outside the window; inside, as the file captioned).
-            message.media = attachment
-            return [message]
-        file_message = self._base_message(None, 'whatsapp')
-        file_message.status = 'queued'
+            values['media'] = attachment.id
+            return [values]
         # After the step's own message: one a recipient per batch.
-        file_message.send_after = now + dt.timedelta(seconds=1)
-        file_message.address = message.address
-        file_message.kind = kind
-        file_message.media = attachment
-        return [message, file_message]
+        file_values = dict(self._base_values(None, 'whatsapp'),
+            status='queued', send_after=now + dt.timedelta(seconds=1),
+            address=values['address'], kind=kind, media=attachment.id)
+        return [values, file_values]
 
-    def _message(self, step, now):
-        "The queued message of a WhatsApp or email step, or why not."
+    def _message(self, step, now, may_contact=None):
+        """The queued message of a WhatsApp or email step, or why not;
+        may_contact: whether the lead's consent allows it, when the caller
+        looked it up for many leads at once."""
+        Message = Pool().get('crm.message')
+        return Message(**self._message_values(step, now, may_contact))
+
+    def _message_values(self, step, now, may_contact=None):
+        "The values of _message."
         lead = self.lead
         consent = CONSENT_OF[step.channel]
-        if not lead.may_contact(consent):
-            return self._skipped(step, 'msg_step_skipped_no_consent')
+        if may_contact is None:
+            may_contact = lead.may_contact(consent)
+        if not may_contact:
+            return self._skipped_values(step, 'msg_step_skipped_no_consent')
         if consent == 'whatsapp':
             if not lead.whatsapp_number:
-                return self._skipped(step, 'msg_step_skipped_no_whatsapp')
+                return self._skipped_values(
+                    step, 'msg_step_skipped_no_whatsapp')
             if lead.not_on_whatsapp:
-                return self._skipped(step, 'msg_not_on_whatsapp')
+                return self._skipped_values(step, 'msg_not_on_whatsapp')
         elif not lead.email:
-            return self._skipped(step, 'msg_step_skipped_no_email')
-        message = self._base_message(step, consent)
-        message.status = 'queued'
-        message.send_after = now
+            return self._skipped_values(step, 'msg_step_skipped_no_email')
+        values = dict(self._base_values(step, consent), status='queued',
+            send_after=now)
         if consent == 'whatsapp':
-            message.address = lead.whatsapp_number
-            message.kind = ('template' if step.channel == 'whatsapp_template'
-                else 'text')
-            message.body = render(step.body, lead, self.deal) or None
-            message.template = step.template
-            message.template_name = step.template_name
-            message.template_language = step.template_language
-            message.template_parameters = json.dumps([
-                    render(p, lead, self.deal) for p in step.parameter_lines])
+            template = step.template
+            values.update(address=lead.whatsapp_number,
+                kind=('template' if step.channel == 'whatsapp_template'
+                    else 'text'),
+                body=render(step.body, lead, self.deal) or None,
+                template=template.id if template else None,
+                template_name=step.template_name,
+                template_language=step.template_language,
+                template_parameters=json.dumps([render(p, lead, self.deal)
+                        for p in step.parameter_lines]))
         else:
-            message.address = lead.email
-            message.kind = 'email'
-            message.subject = render(step.subject, lead, self.deal)
-            message.body = render(step.body, lead, self.deal)
-        return message
+            values.update(address=lead.email, kind='email',
+                subject=render(step.subject, lead, self.deal),
+                body=render(step.body, lead, self.deal))
+        return values
 
     def _task(self, step):
         Task = Pool().get('crm.task')
@@ -579,8 +617,10 @@ class Lead(metaclass=PoolMeta):
         leads = [l for l in {l.id: l for l in leads}.values()
             if l.status == 'new']
         if leads:
+            # A tick marks thousands: one prepared update (bulk.py).
             with without_check_access():
-                cls.write(leads, {'status': 'contacted'})
+                cls.fill_in_bulk({l.id: {'status': 'contacted'}
+                        for l in leads})
 
 
 class Deal(metaclass=PoolMeta):

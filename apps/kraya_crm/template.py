@@ -43,19 +43,23 @@ def unknown_variables(text):
 def render(text, lead, deal=None):
     """text with its variables replaced by the values of the lead, its
     owner, the deal and the company; a missing value renders empty."""
+    if not text:
+        return ''
+    # Looked up only when the text names them: the engine renders
+    # thousands of texts a tick, most of them about the lead alone.
     records = {
-        'lead': lead,
-        'owner': lead.owner,
-        'deal': deal,
-        'company': lead.company,
+        'lead': lambda: lead,
+        'owner': lambda: lead.owner,
+        'deal': lambda: deal,
+        'company': lambda: lead.company,
         }
 
     def value(match):
         kind, name = match.groups()
         getter = VARIABLES.get(kind, {}).get(name)
-        record = records.get(kind)
+        record = records[kind]() if kind in records else None
         if getter is None or record is None:
             return ''
         result = getter(record)
         return '' if result is None else str(result)
-    return VARIABLE.sub(value, text or '')
+    return VARIABLE.sub(value, text)
