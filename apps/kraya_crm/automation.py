@@ -30,7 +30,9 @@ from zoneinfo import ZoneInfo
 
 from sql import Literal
 from sql.conditionals import Coalesce
+from sql.operators import Exists
 
+from trytond import backend
 from trytond.i18n import gettext
 from trytond.model import (
     DeactivableMixin, Index, ModelSQL, ModelView, fields, sequence_ordered)
@@ -51,6 +53,8 @@ logger = logging.getLogger(__name__)
 QUEUE_NAME = 'crm_automation'
 # A chain of rules firing rules stops at this depth.
 MAX_DEPTH = 3
+# Tries of a slice the database refused (a concurrent write), then failed.
+RETRIES = 2
 # The fields a Python action reads and may set: plain values.
 PLAIN_TYPES = {'char', 'text', 'integer', 'float', 'numeric', 'boolean',
     'selection', 'date', 'many2one'}
@@ -345,11 +349,19 @@ class Rule(DeactivableMixin, ModelSQL, ModelView):
         transaction = Transaction()
         started = time.monotonic()
         try:
-            with transaction.new_transaction() as acting:
-                rule = self.__class__(self.id)
-                records = Pool().get(rule.applies_to).browse(ids)
-                rule.apply(records, trigger, chain)
-                acting.commit()
+            for attempt in range(RETRIES + 1):
+                try:
+                    with transaction.new_transaction() as acting:
+                        rule = self.__class__(self.id)
+                        records = Pool().get(rule.applies_to).browse(ids)
+                        rule.apply(records, trigger, chain)
+                        acting.commit()
+                    break
+                except backend.DatabaseOperationalError:
+                    # Another transaction wrote the same rows: again.
+                    if attempt == RETRIES:
+                        raise
+                    time.sleep(0.1 * 2 ** attempt)
         except Exception as exception:
             if len(ids) > 1:
                 for record_id in ids:
@@ -444,28 +456,36 @@ class Rule(DeactivableMixin, ModelSQL, ModelView):
                 self.domain], order=[('due', 'ASC')], limit=BATCH)
 
     def _due_idle(self, now):
-        """Records unchanged for idle_hours working hours, and not acted on
-        by this rule since their last change."""
+        """Records matching the condition, unchanged for idle_hours working
+        hours and not acted on by this rule since their last change, the
+        longest idle first."""
         pool = Pool()
         Model = pool.get(self.applies_to)
         Run = pool.get('crm.automation.run')
         calendar = pool.get('crm.business_calendar').get_default()
-        # Working hours are never fewer than clock hours: a cheap first cut.
+        table, run = Model.__table__(), Run.__table__()
+        changed = Coalesce(table.write_date, table.create_date)
+        # Working hours are never fewer than clock hours: a first cut in
+        # SQL; the calendar decides on what is left.
         cutoff = now - dt.timedelta(hours=self.idle_hours)
-        records = Model.search([self.domain, ['OR',
-                    ('write_date', '<=', cutoff),
-                    [('write_date', '=', None),
-                        ('create_date', '<=', cutoff)],
-                    ]], order=[('write_date', 'ASC'), ('id', 'ASC')])
-        acted = Run.last_runs(self, [r.id for r in records])
+        acted = Exists(run.select(run.id, where=(run.rule == self.id)
+                & (run.record_id == table.id) & (run.state == 'done')
+                & (run.at >= changed)))
+        cursor = Transaction().connection.cursor()
+        cursor.execute(*table.select(table.id, changed,
+                where=table.id.in_(Model.search(self.domain, order=[],
+                        query=True))
+                & (changed <= cutoff) & ~acted,
+                order_by=[changed.asc], limit=BATCH))
         wanted = dt.timedelta(hours=self.idle_hours)
         due = []
-        for record in records:
-            since = record.write_date or record.create_date
-            if ((record.id not in acted or acted[record.id] < since)
-                    and calendar.working_between(since, now) >= wanted):
-                due.append(record)
-        return due[:BATCH]
+        for record_id, since in cursor:
+            if isinstance(since, str):
+                # SQLite gives an expression's timestamp as its text.
+                since = dt.datetime.fromisoformat(since)
+            if calendar.working_between(since, now) >= wanted:
+                due.append(record_id)
+        return Model.browse(due)
 
     def _scheduled_at(self, now):
         "When the schedule last came, at or before now (UTC)."
@@ -907,6 +927,8 @@ class Run(ModelSQL, ModelView):
     rule = fields.Many2One('crm.automation.rule', "Rule", required=True,
         readonly=True, ondelete='CASCADE')
     record = fields.Reference("Record", selection=MODELS, readonly=True)
+    record_id = fields.Integer("Record ID", readonly=True,
+        help="The record's id, for the idle trigger's look-up by index.")
     lead = fields.Many2One('crm.lead', "Lead", readonly=True,
         ondelete='CASCADE')
     deal = fields.Many2One('crm.deal', "Deal", readonly=True,
@@ -934,7 +956,7 @@ class Run(ModelSQL, ModelView):
         cls._sql_indexes.update({
                 Index(t, (t.lead, Index.Equality())),
                 Index(t, (t.deal, Index.Equality())),
-                Index(t, (t.rule, Index.Equality()), (t.record,
+                Index(t, (t.rule, Index.Equality()), (t.record_id,
                         Index.Equality()), (t.at, Index.Range())),
                 })
         cls._order = [('at', 'DESC'), ('id', 'DESC')]
@@ -954,6 +976,7 @@ class Run(ModelSQL, ModelView):
         return cls.create([{
                     'rule': rule.id,
                     'record': str(r),
+                    'record_id': r.id,
                     'lead': lead.id if (lead := lead_of(r)) else None,
                     'deal': deal.id if (deal := deal_of(r)) else None,
                     'trigger': trigger or rule.trigger,
@@ -965,24 +988,6 @@ class Run(ModelSQL, ModelView):
                     'at': now,
                     'company': rule.company.id,
                     } for r in records])
-
-    @classmethod
-    def last_runs(cls, rule, ids):
-        "{record id: when the rule last acted on it} of these records."
-        table = cls.__table__()
-        cursor = Transaction().connection.cursor()
-        result = {}
-        model = rule.applies_to
-        for start in range(0, len(ids), 1000):
-            records = [f'{model},{i}' for i in ids[start:start + 1000]]
-            cursor.execute(*table.select(table.record, table.at,
-                    where=(table.rule == rule.id)
-                    & table.record.in_(records) & (table.state == 'done')))
-            for record, at in cursor:
-                record_id = int(record.split(',')[1])
-                if at > result.get(record_id, at - dt.timedelta(1)):
-                    result[record_id] = at
-        return result
 
 
 class DryRunResult(ModelView):
