@@ -84,10 +84,12 @@ class Event(ModelSQL, ModelView):
         return set()
 
     @classmethod
-    def happened(cls, kind, records, extra=None):
+    def happened(cls, kind, records, extra=None, wanted=None):
         """Record the event `kind` for each record (with its extra data,
-        {record: dict}), if anyone listens; the events written."""
-        if not records or kind not in cls.wanted():
+        {record: dict}), if anyone listens (`wanted`: the kinds, when the
+        caller asked already); the events written."""
+        if not records or kind not in (
+                cls.wanted() if wanted is None else wanted):
             return []
         extra = extra or {}
         with without_check_access():
@@ -210,6 +212,8 @@ class StageHistory(metaclass=PoolMeta):
         super().on_modification(mode, moves, field_names=field_names)
         if mode != 'create':
             return
+        # One question for the three kinds a move may be.
+        wanted = Event.wanted()
         for kind, chosen in [
                 ('deal.stage_changed', [m for m in moves if m.from_stage]),
                 ('deal.won', [m for m in moves if m.to_stage.kind == 'won']),
@@ -222,7 +226,7 @@ class StageHistory(metaclass=PoolMeta):
                             if m.from_stage else None),
                         'to_stage': m.to_stage.name,
                         'changed_by': user_name(m.changed_by),
-                        } for m in chosen})
+                        } for m in chosen}, wanted=wanted)
 
 
 class Message(EventSource, metaclass=PoolMeta):
