@@ -418,3 +418,76 @@ class SlaTriggerTestCase(unittest.TestCase):
             # The next step of the chase (the manager's) is no new breach.
             Lead._chase(Lead.browse([late.id]), now + dt.timedelta(hours=3))
             self.assertEqual(queued(), [])
+
+
+class ActionTestCase(unittest.TestCase):
+    "The actions not met in the stories above, each on a small list."
+
+    @classmethod
+    def setUpClass(cls):
+        activate_module('kraya_crm')
+
+    @with_transaction()
+    def test_move_stage_goes_through_the_deals_history(self):
+        with set_company(create_company()):
+            negotiation = stage("Negotiation")
+            made = rule("To negotiation", applies_to='crm.deal',
+                actions=[{'kind': 'move_stage', 'stage': negotiation.id}])
+            deal, = new_deals("2 BHK Powai")
+            self.assertEqual(made.apply([deal], 'created'), [deal])
+            History = Pool().get('crm.deal.stage_history')
+            # Read afresh: the test's instance keeps what it read before.
+            (moved,) = Pool().get('crm.deal').read([deal.id], ['stage'])
+            self.assertEqual(moved['stage'], negotiation.id)
+            self.assertIn(negotiation, [h.to_stage for h in History.search(
+                        [('deal', '=', deal.id)])])
+
+    @with_transaction()
+    def test_messages_go_only_where_consent_allows(self):
+        pool = Pool()
+        Lead = pool.get('crm.lead')
+        Template = pool.get('crm.whatsapp.template')
+        with set_company(create_company()):
+            template, = Template.create([{'name': 'thank_you',
+                        'language': 'en', 'status': 'APPROVED',
+                        'category': 'MARKETING'}])
+            made = rule("Thank them", actions=[
+                    {'kind': 'send_email', 'subject': "Thanks {lead.name}",
+                        'text': "Dear {lead.name}, thank you."},
+                    {'kind': 'send_whatsapp', 'template': template.id,
+                        'text': "{lead.name}"}])
+            opted, silent = new_lead("Asha", email='asha@example.in'), \
+                new_lead("Ravi")
+            Lead.opt_in([opted], 'whatsapp', 'form', "Ticked the box")
+            made.apply([opted, silent], 'created')
+            sent = sorted((m.channel, m.status, m.subject or m.body)
+                for m in opted.messages if m.direction == 'outbound')
+            self.assertEqual(sent, [('email', 'queued', "Thanks Asha"),
+                    ('whatsapp', 'queued', None)])
+            whatsapp, = [m for m in opted.messages
+                if m.channel == 'whatsapp']
+            self.assertEqual((whatsapp.template_name,
+                    whatsapp.template_parameters), ('thank_you', '["Asha"]'))
+            # No email, no WhatsApp opt-in: on the timeline, not sent.
+            self.assertEqual(sorted(m.status for m in silent.messages),
+                ['skipped', 'skipped'])
+
+    @with_transaction()
+    def test_post_to_a_webhook_queues_a_signed_delivery(self):
+        pool = Pool()
+        Webhook = pool.get('crm.webhook')
+        Delivery = pool.get('crm.webhook.delivery')
+        with set_company(create_company()):
+            webhook, = Webhook.create([{'name': "n8n",
+                        'url': 'http://127.0.0.1:9/hook',
+                        'events': ['task.done'], 'active': False}])
+            made = rule("Tell n8n", actions=[
+                    {'kind': 'post_webhook', 'webhook': webhook.id}])
+            lead = new_lead()
+            made.apply([lead], 'created')
+            delivery, = Delivery.search([])
+            self.assertEqual((delivery.webhook, delivery.event.kind,
+                    delivery.about), (webhook, 'automation', str(lead)))
+            payload = delivery.event.payload()
+            self.assertEqual((payload['data']['name'],
+                    payload['data']['rule']), ("Asha Rao", "Tell n8n"))
