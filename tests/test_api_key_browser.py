@@ -68,12 +68,17 @@ def test_admin_creates_a_key_shown_once_that_works(
             label=["Read leads", "Create and update leads"])
         dialog.get_by_role('button', name='Create').click()
         key_field = dialog.locator('input[name="key"]')
+        # The suite's first browser test: the server may still be warming.
         expect(key_field).to_have_value(
-            re.compile(r'^kraya_[\w-]{40,}$'))
+            re.compile(r'^kraya_[\w-]{40,}$'), timeout=60_000)
         key = key_field.input_value()
         page.screenshot(path=str(screenshots / f'api-key-{viewport}.png'))
         dialog.get_by_role('button', name='Close').click()
         expect(page.locator('.modal-dialog:visible')).to_have_count(0)
+    except Exception:
+        page.screenshot(
+            path=str(screenshots / f'api-key-{viewport}-failed.png'))
+        raise
     finally:
         context.close()
     assert errors == []
