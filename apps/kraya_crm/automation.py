@@ -121,6 +121,16 @@ class AutomationError(ValidationError):
     pass
 
 
+def only_for(field, *values, required=True):
+    """The states of a setting shown (and, unless told, required) only when
+    `field` is one of `values`: a trigger's or an action's own settings."""
+    chosen = Eval(field).in_(list(values))
+    states = {'invisible': ~chosen}
+    if required:
+        states['required'] = chosen
+    return states
+
+
 def lead_of(record):
     "The lead a lead, deal or task is about, if any."
     if record.__name__ == 'crm.lead':
@@ -162,39 +172,24 @@ class Rule(DeactivableMixin, ModelSQL, ModelView):
     trigger = fields.Selection(TRIGGERS, "When", required=True, sort=False)
     trigger_field = fields.Many2One('ir.model.field', "Field",
         domain=[('model', '=', Eval('applies_to', ''))],
-        states={
-            'invisible': Eval('trigger') != 'changed',
-            'required': Eval('trigger') == 'changed',
-            })
+        states=only_for('trigger', 'changed'))
     changed_from = fields.Char("From",
-        states={'invisible': Eval('trigger') != 'changed'},
+        states=only_for('trigger', 'changed', required=False),
         help="The value before (a key, an id or a name); empty: any.")
     changed_to = fields.Char("To",
-        states={'invisible': Eval('trigger') != 'changed'},
+        states=only_for('trigger', 'changed', required=False),
         help="The value after (a key, an id or a name); empty: any.")
     stage = fields.Many2One('crm.stage', "Stage",
-        states={
-            'invisible': Eval('trigger') != 'stage_entered',
-            'required': Eval('trigger') == 'stage_entered',
-            })
+        states=only_for('trigger', 'stage_entered'))
     idle_hours = fields.Integer("Idle For (Working Hours)",
         domain=[If(Eval('trigger') == 'idle',
                 ('idle_hours', '>', 0), ())],
-        states={
-            'invisible': Eval('trigger') != 'idle',
-            'required': Eval('trigger') == 'idle',
-            },
+        states=only_for('trigger', 'idle'),
         help="Working hours of the business calendar without any change.")
     at_time = fields.Time("At (India Time)",
-        states={
-            'invisible': ~Eval('trigger').in_(['daily', 'weekly']),
-            'required': Eval('trigger').in_(['daily', 'weekly']),
-            })
+        states=only_for('trigger', 'daily', 'weekly'))
     weekday = fields.Selection([(None, "")] + WEEKDAYS, "On", sort=False,
-        states={
-            'invisible': Eval('trigger') != 'weekly',
-            'required': Eval('trigger') == 'weekly',
-            })
+        states=only_for('trigger', 'weekly'))
     condition = fields.Char("Only For Records Matching",
         help="A domain on the record, a list of conditions, e.g. "
         "[[\"city\", \"=\", \"Pune\"], [\"budget\", \">\", 1000000]]; "
@@ -561,21 +556,15 @@ class Action(sequence_ordered(), ModelSQL, ModelView):
     kind = fields.Selection(ACTIONS, "Do", required=True, sort=False)
     field = fields.Many2One('ir.model.field', "Field",
         domain=[('model', '=', Eval('applies_to', ''))],
-        states={
-            'invisible': Eval('kind') != 'set_field',
-            'required': Eval('kind') == 'set_field',
-            })
+        states=only_for('kind', 'set_field'))
     value = fields.Char("Value",
-        states={'invisible': Eval('kind') != 'set_field'},
+        states=only_for('kind', 'set_field', required=False),
         help="A key, a number, a date (YYYY-MM-DD), an id or a name; "
         "empty: clear the field.")
     stage = fields.Many2One('crm.stage', "Stage",
-        states={
-            'invisible': Eval('kind') != 'move_stage',
-            'required': Eval('kind') == 'move_stage',
-            })
+        states=only_for('kind', 'move_stage'))
     user = fields.Many2One('res.user', "User",
-        states={'invisible': ~Eval('kind').in_(['assign', 'notify'])},
+        states=only_for('kind', 'assign', 'notify', required=False),
         help="Assign: empty uses the assignment rules (leads). "
         "Notify: empty tells the record's owner.")
     follow_up = fields.Many2One('crm.sequence', "Sequence",
@@ -585,28 +574,16 @@ class Action(sequence_ordered(), ModelSQL, ModelView):
             },
         help="Stop: empty stops every running sequence of the lead.")
     task_name = fields.Char("Task",
-        states={
-            'invisible': Eval('kind') != 'create_task',
-            'required': Eval('kind') == 'create_task',
-            })
+        states=only_for('kind', 'create_task'))
     task_kind = fields.Selection(TASK_KINDS, "Task Type",
-        states={
-            'invisible': Eval('kind') != 'create_task',
-            'required': Eval('kind') == 'create_task',
-            })
+        states=only_for('kind', 'create_task'))
     due_in_hours = fields.Integer("Due In (Working Hours)",
-        states={'invisible': Eval('kind') != 'create_task'})
+        states=only_for('kind', 'create_task', required=False))
     template = fields.Many2One('crm.whatsapp.template', "WhatsApp Template",
         domain=[('status', '=', 'APPROVED')],
-        states={
-            'invisible': Eval('kind') != 'send_whatsapp',
-            'required': Eval('kind') == 'send_whatsapp',
-            })
+        states=only_for('kind', 'send_whatsapp'))
     subject = fields.Char("Subject",
-        states={
-            'invisible': Eval('kind') != 'send_email',
-            'required': Eval('kind') == 'send_email',
-            })
+        states=only_for('kind', 'send_email'))
     text = fields.Text("Text",
         states={
             'invisible': ~Eval('kind').in_(['notify', 'send_email',
@@ -616,20 +593,11 @@ class Action(sequence_ordered(), ModelSQL, ModelView):
         help="Variables as in sequences: {lead.name}, {owner.name}, "
         "{deal.title}... For a WhatsApp template, one parameter per line.")
     tag = fields.Many2One('crm.tag', "Tag",
-        states={
-            'invisible': Eval('kind') != 'add_tag',
-            'required': Eval('kind') == 'add_tag',
-            })
+        states=only_for('kind', 'add_tag'))
     webhook = fields.Many2One('crm.webhook', "Webhook",
-        states={
-            'invisible': Eval('kind') != 'post_webhook',
-            'required': Eval('kind') == 'post_webhook',
-            })
+        states=only_for('kind', 'post_webhook'))
     code = fields.Text("Python",
-        states={
-            'invisible': Eval('kind') != 'python',
-            'required': Eval('kind') == 'python',
-            },
+        states=only_for('kind', 'python'),
         help="Runs for each record, restricted: record['field'] reads a "
         "field, set('field', value) writes one, log('text') notes in the "
         "run, enqueue('Sequence name') enrols the lead. No imports.")
@@ -997,11 +965,11 @@ class DryRunResult(ModelView):
     count = fields.Integer("Records", readonly=True)
     more = fields.Boolean("More Not Shown", readonly=True)
     leads = fields.Many2Many('crm.lead', None, None, "Leads", readonly=True,
-        states={'invisible': Eval('applies_to') != 'crm.lead'})
+        states=only_for('applies_to', 'crm.lead', required=False))
     deals = fields.Many2Many('crm.deal', None, None, "Deals", readonly=True,
-        states={'invisible': Eval('applies_to') != 'crm.deal'})
+        states=only_for('applies_to', 'crm.deal', required=False))
     tasks = fields.Many2Many('crm.task', None, None, "Tasks", readonly=True,
-        states={'invisible': Eval('applies_to') != 'crm.task'})
+        states=only_for('applies_to', 'crm.task', required=False))
     applies_to = fields.Selection(MODELS, "Applies To", readonly=True)
 
 
