@@ -855,8 +855,11 @@ class Action(sequence_ordered(), ModelSQL, ModelView):
         except python_action.SnippetError as error:
             raise AutomationError(gettext('kraya_crm.msg_automation_python',
                     rule=self.rule.rec_name, error=error)) from error
+        # read() answers in no set order (PostgreSQL): pair by id.
+        asked_of = {row['id']: asked for row, asked in zip(values, results)}
         lines = []
-        for record, asked in zip(records, results):
+        for record in records:
+            asked = asked_of[record.id]
             if asked['set']:
                 Model.write([record], self._snippet_values(Model, asked['set']))
             for name in asked['enqueue']:
