@@ -303,6 +303,34 @@ def test_a_real_sites_webhook_gets_its_first_whatsapp_lead_signed(
         'lead.created', f'+{wa_id}')
 
 
+def test_a_real_sites_automation_rule_acts_on_its_first_whatsapp_lead(
+        real_site, webhook, admin):
+    """A rule the site's manager writes (no demo rules here) gives the
+    owner a call task for a new WhatsApp lead, from the worker."""
+    rule, = admin.model('crm.automation.rule', 'create', [{
+                'name': "New WhatsApp lead: call within the hour",
+                'applies_to': 'crm.lead', 'trigger': 'created',
+                'condition': '[["name", "=", "Rule Me"]]',
+                'actions': [('create', [{'kind': 'create_task',
+                                'task_kind': 'call', 'due_in_hours': 1,
+                                'task_name': "Call the WhatsApp lead"}])],
+                }])
+    try:
+        wa_id = new_wa_id()
+        assert webhook.post(inbound(wa_id, name="Rule Me"))[0] == 200
+        settle(admin)
+        (lead,) = lead_of(admin, wa_id)
+        tasks = lambda: admin.search_read('crm.task',
+            [('lead', '=', lead['id'])], ['name'])
+        assert eventually(tasks), "the rule did not act"
+        assert [t['name'] for t in tasks()] == ["Call the WhatsApp lead"]
+        (run,) = admin.search_read('crm.automation.run',
+            [('lead', '=', lead['id'])], ['state'])
+        assert run['state'] == 'done'
+    finally:
+        admin.model('crm.automation.rule', 'delete', [rule])
+
+
 def test_a_real_site_turns_a_won_deal_into_a_gst_invoice(real_site, admin):
     """The Indian setup new-site made (chart, GST taxes and rules, series):
     a Karnataka company invoicing a Maharashtra customer charges IGST, and
