@@ -279,7 +279,8 @@ def time_raw(args):
 
 
 def time_webhook(args):
-    """1,000 deliveries of new-lead events to a receiver on 127.0.0.1,
+    """Up to --deliveries (the site's leads) new-lead events to a receiver
+    on 127.0.0.1,
     sent by Delivery.send_due as the worker runs it (committed)."""
     from trytond.pool import Pool
     from trytond.transaction import Transaction
@@ -375,7 +376,7 @@ def report(results):
             f"| the import alone (rules off) | {ours['alone']:.2f} | | |",
             f"| the import with the 5 rules on (firing: "
             f"{ours['tasks']} queued task(s)) | {ours['firing']:.2f} | | "
-            f"**+{overhead:.0%}** |",
+            f"**{overhead:+.0%}** |",
             f"| ours: the queued rules run (conditions, actions, "
             f"{ours['runs']:,} runs logged) | {ours['running']:.2f} | "
             f"{per_s:,.0f} | 1.00x |",
@@ -386,7 +387,7 @@ def report(results):
             f"statements | {raw['seconds']:.2f} | {raw_s:,.0f} | "
             f"{raw_s / per_s:.0f}x faster than ours |",
             "",
-            f"Firing the rules adds {overhead:.0%} to the import (target "
+            f"Firing the rules changes the import by {overhead:+.0%} (target "
             "under 20 %); the worker then evaluates "
             f"{per_s:,.0f} rule-record pairs a second with their actions. "
             f"The webhook sender delivered {hook['delivered']:,} signed "
