@@ -75,3 +75,20 @@ Sao.config.graph_color = '#0f766e';
         return exec_action.call(this, action, data, context);
     };
 }());
+
+// sao 8.0 loads the records of a tab whose first view is a list, a graph
+// or a calendar, and left one opening on cards (list-form: the field
+// agent's My Leads, My Deals and My Tasks) empty until Reload.
+(function() {
+    var init = Sao.Tab.Form.prototype.init;
+    Sao.Tab.Form.prototype.init = function(model_name, attributes) {
+        init.apply(this, arguments);
+        var screen = this.screen;
+        this.view_prm.done(function() {
+            if (!(attributes && attributes.res_id) && screen.current_view &&
+                    screen.current_view.view_type == 'list-form') {
+                screen.search_filter();
+            }
+        });
+    };
+}());
