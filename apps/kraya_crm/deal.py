@@ -100,9 +100,26 @@ class Deal(OwnedMixin, ModelSQL, ModelView):
 
     @fields.depends('lines', 'value')
     def on_change_lines(self):
+        if (total := self.lines_total()) is not None:
+            self.value = total
+
+    def lines_total(self):
+        "The sum of the lines' amounts; None without a priced line."
         amounts = [l.amount for l in self.lines if l.amount is not None]
-        if amounts:
-            self.value = sum(amounts, Decimal(0))
+        return sum(amounts, Decimal(0)) if amounts else None
+
+    @classmethod
+    def value_from_lines(cls, deals):
+        """Each deal's value becomes the sum of its lines, however they
+        were saved: the desk sums them as they are typed, the API and
+        imports save them as they come."""
+        to_write = []
+        for deal in deals:
+            total = deal.lines_total()
+            if total is not None and total != deal.value:
+                to_write.extend(([deal], {'value': total}))
+        if to_write:
+            cls.write(*to_write)
 
     @classmethod
     def preprocess_values(cls, mode, values):
@@ -115,8 +132,12 @@ class Deal(OwnedMixin, ModelSQL, ModelView):
 
     @classmethod
     def create(cls, vlist):
-        deals = super().create(vlist)
+        # Lines saved with their deal are summed once, after it.
+        with Transaction().set_context(_crm_deal_saving_lines=True):
+            deals = super().create(vlist)
         cls._record_stage_changes([(d, None, None) for d in deals])
+        cls.value_from_lines(
+            [d for d, v in zip(deals, vlist) if v.get('lines')])
         return deals
 
     @classmethod
@@ -128,8 +149,13 @@ class Deal(OwnedMixin, ModelSQL, ModelView):
                 moves.extend(
                     (d, d.stage, d.stage_entered_at) for d in deals
                     if d.stage.id != values['stage'])
-        super().write(*args)
+        with Transaction().set_context(_crm_deal_saving_lines=True):
+            super().write(*args)
         cls._record_stage_changes(moves)
+        actions = iter(args)
+        cls.value_from_lines(cls.browse({d.id
+                    for deals, values in zip(actions, actions)
+                    if 'lines' in values for d in deals}))
 
     @classmethod
     def board_card_badges(cls, deals):
@@ -185,6 +211,24 @@ class DealLine(ModelSQL, ModelView):
     @staticmethod
     def default_quantity():
         return 1
+
+    @classmethod
+    def on_modification(cls, mode, lines, field_names=None):
+        super().on_modification(mode, lines, field_names)
+        if (mode != 'delete'
+                and not Transaction().context.get('_crm_deal_saving_lines')):
+            Deal = Pool().get('crm.deal')
+            Deal.value_from_lines(Deal.browse({l.deal.id for l in lines}))
+
+    @classmethod
+    def on_delete(cls, lines):
+        callbacks = super().on_delete(lines)
+        if not Transaction().context.get('_crm_deal_saving_lines'):
+            Deal = Pool().get('crm.deal')
+            deal_ids = {l.deal.id for l in lines}
+            callbacks.append(
+                lambda: Deal.value_from_lines(Deal.browse(deal_ids)))
+        return callbacks
 
     @fields.depends('deal', '_parent_deal.currency')
     def on_change_with_currency(self, name=None):

@@ -167,6 +167,32 @@ class KrayaCrmTestCase(CompanyTestMixin, ModuleTestCase):
             self.assertEqual(deal.value, Decimal('13025000'))
 
     @with_transaction()
+    def test_deal_lines_saved_without_the_desk_sum_into_value(self):
+        "The API and imports save lines as they come: the server sums them."
+        pool = Pool()
+        Deal = pool.get('crm.deal')
+        Line = pool.get('crm.deal.line')
+        company = create_company()
+        with set_company(company):
+            deal, = Deal.create([{'title': "Two flats", 'lines': [
+                            ('create', [{'quantity': 2,
+                                        'unit_price': Decimal('6500000')}])],
+                        }])
+            self.assertEqual(deal.value, Decimal('13000000'))
+            line, = Line.create([{'deal': deal.id, 'quantity': 1,
+                        'unit_price': Decimal('25000')}])
+            self.assertEqual(Deal(deal.id).value, Decimal('13025000'))
+            Line.write([line], {'quantity': 3})
+            self.assertEqual(Deal(deal.id).value, Decimal('13075000'))
+            Line.delete([line])
+            self.assertEqual(Deal(deal.id).value, Decimal('13000000'))
+            # Without lines, the value is the one typed.
+            Deal.write([deal], {'lines': [('delete', [
+                                l.id for l in Deal(deal.id).lines])],
+                    'value': Decimal('500000')})
+            self.assertEqual(Deal(deal.id).value, Decimal('500000'))
+
+    @with_transaction()
     def test_team_membership_is_in_the_rule_context(self):
         pool = Pool()
         Team = pool.get('crm.team')
