@@ -98,11 +98,23 @@ class Deal(metaclass=PoolMeta):
     def create_quotation(cls, deals):
         "Create Quotation, then open it."
         cls.make_quotations(deals)
+        return cls._show_quotations(deals)
 
     @classmethod
     @ModelView.button_action('kraya_crm.act_deal_quotation')
     def open_quotation(cls, deals):
-        pass
+        return cls._show_quotations(deals)
+
+    @classmethod
+    def _show_quotations(cls, deals):
+        "The deals' quotations to open: one opens as its form, ready to Quote."
+        ModelData = Pool().get('ir.model.data')
+        sales = [d.sale.id for d in cls.browse(deals) if d.sale]
+        views = [(ModelData.get_id('sale', f'sale_view_{type_}'), type_)
+            for type_ in ['tree', 'form']]
+        if len(sales) == 1:
+            views.reverse()
+        return {'res_id': sales, 'views': views}
 
     @classmethod
     def make_quotations(cls, deals):
