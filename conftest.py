@@ -4,9 +4,11 @@ KRAYA_TEST_DATABASE=postgresql://127.0.0.1:5432 runs everything on
 PostgreSQL (a fresh database per run, dropped at the end); unset, on SQLite.
 
 Tryton's test cases drop and create their database for every class; with
-DB_CACHE (a folder of this run, removed at the end) each one after the
-first restores a copy of the activated module instead of activating it
-again, a minute each.
+DB_CACHE each one after the first restores a copy of the activated module
+instead of activating it again, a minute each. On SQLite the copy is a
+file in a folder of this run; on PostgreSQL it is a template database
+(test-<hash>), which CREATE DATABASE copies in a second where pg_restore
+of a dump took ten or more for each of the fifty-odd classes.
 """
 import os
 import shutil
@@ -14,6 +16,8 @@ import tempfile
 import time
 
 TEST_DATABASE = os.environ.get('KRAYA_TEST_DATABASE', '').rstrip('/')
+# Tryton names its template databases test-<hash of the modules>.
+PG_CACHE_PATTERN = 'test-%'
 
 if TEST_DATABASE:
     os.environ['TRYTOND_DATABASE_URI'] = TEST_DATABASE + '/'
@@ -21,13 +25,48 @@ if TEST_DATABASE:
 
 OWN_DB_CACHE = 'DB_CACHE' not in os.environ
 if OWN_DB_CACHE:
-    os.environ['DB_CACHE'] = tempfile.mkdtemp(prefix='kraya-db-cache-')
+    os.environ['DB_CACHE'] = (TEST_DATABASE if TEST_DATABASE
+        else tempfile.mkdtemp(prefix='kraya-db-cache-'))
+
+# The sites the tests make (sites.new_site) start from a copy of the first
+# one's activated modules (sites.py, KRAYA_SITE_TEMPLATES).
+OWN_SITE_TEMPLATES = 'KRAYA_SITE_TEMPLATES' not in os.environ
+if OWN_SITE_TEMPLATES:
+    os.environ['KRAYA_SITE_TEMPLATES'] = tempfile.mkdtemp(
+        prefix='kraya-site-templates-')
+
+
+def drop_pg_templates():
+    """Drop Tryton's template databases: one left by an earlier run holds
+    the module as that run's code had it."""
+    from kraya_site.sites import _pg_connect, _pg_drop
+    connection = _pg_connect(TEST_DATABASE + '/')
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute('SELECT datname FROM pg_database '
+                'WHERE datname LIKE %s', (PG_CACHE_PATTERN,))
+            names = [name for name, in cursor.fetchall()]
+    finally:
+        connection.close()
+    for name in names:
+        _pg_drop(TEST_DATABASE + '/', name)
+
+
+def pytest_sessionstart(session):
+    if OWN_DB_CACHE and TEST_DATABASE:
+        drop_pg_templates()
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if OWN_DB_CACHE:
-        shutil.rmtree(os.environ['DB_CACHE'], ignore_errors=True)
+    if OWN_SITE_TEMPLATES:
+        shutil.rmtree(os.environ['KRAYA_SITE_TEMPLATES'], ignore_errors=True)
     if not TEST_DATABASE:
+        if OWN_DB_CACHE:
+            shutil.rmtree(os.environ['DB_CACHE'], ignore_errors=True)
         return
-    from kraya_site.sites import _pg_drop
+    from kraya_site.sites import _pg_drop, drop_activated_templates
     _pg_drop(TEST_DATABASE + '/', os.environ['DB_NAME'])
+    if OWN_DB_CACHE:
+        drop_pg_templates()
+    if OWN_SITE_TEMPLATES:
+        drop_activated_templates(TEST_DATABASE + '/')
