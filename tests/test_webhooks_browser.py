@@ -44,6 +44,9 @@ def test_manager_adds_a_webhook_and_sees_it_delivered(
             # defaults), wiping what was typed before.
             expect(tab.locator('input[name="secret"]:visible')
                 ).not_to_have_value('')
+            # Then it puts the cursor in the first field: typing elsewhere
+            # before that lands in the name (CI saw "n8n desktophttp://...").
+            expect(tab.locator('input[name="name"]:visible')).to_be_focused()
             tab.locator('input[name="name"]:visible').fill(name)
             url = tab.locator('input[name="url"]:visible')
             url.fill(receiver.url)
