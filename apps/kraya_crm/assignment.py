@@ -419,6 +419,11 @@ class Lead(metaclass=PoolMeta):
     def assign_captured(cls, leads):
         "The queue's task: assign those still without an owner."
         with without_check_access():
+            # Archived meanwhile (merged, or their data erased on request):
+            # nobody is to work them.
+            leads = cls.search([('id', 'in', [l.id for l in leads])])
+            if not leads:
+                return
             # Waits for a manager giving one of them away meanwhile, whose
             # choice stands (PostgreSQL; SQLite has one writer anyway).
             cls.lock(leads)

@@ -361,7 +361,9 @@ class Lead(metaclass=PoolMeta):
                             'name': gettext(
                                 'kraya_crm.msg_privacy_erased_name',
                                 id=lead.id),
-                            'active': False, 'erased_at': now}))
+                            'active': False, 'erased_at': now,
+                            # Nor is anyone chased or handed the lead.
+                            'sla_next_at': None, 'reassign_at': None}))
             cls.write(*to_write)
         logs = Log.record(action, leads, {lead.id: counts[lead.id]
                 for lead in leads})

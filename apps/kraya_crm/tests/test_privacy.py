@@ -19,6 +19,7 @@ from ..mail import Reply
 from ..message import utcnow
 from ..whatsapp import Delivery
 from .plans import full_scans
+from .test_assignment import always_open, make_rule, make_team
 from .test_lead_import import import_text
 from .test_mail import configure
 from .test_whatsapp import MESSAGE
@@ -171,6 +172,29 @@ class PrivacyTestCase(unittest.TestCase):
             # The customer had no invoice: it goes too.
             self.assertEqual(deal.party.name, "Erased person")
             self.assertEqual(deal.party.contact_mechanisms, ())
+
+    @with_transaction()
+    def test_erased_lead_is_neither_assigned_nor_chased(self):
+        "Its assignment was queued at capture and runs after the erasure."
+        pool = Pool()
+        Lead = pool.get('crm.lead')
+        Message = pool.get('crm.message')
+        with set_company(create_company()):
+            always_open()
+            team, _ = make_team('asha')
+            make_rule(team, method='round_robin')
+            lead = self.person()
+            Lead.write([lead], {'owner': None})
+            self.assertTrue(lead.sla_next_at)
+            Lead.erase_personal_data([lead])
+            before = Message.search_count([('lead', '=', lead.id)])
+
+            Lead.assign_captured([lead])
+            lead = Lead(lead.id)
+            self.assertEqual((lead.owner, lead.sla_next_at, lead.reassign_at),
+                (None, None, None))
+            self.assertEqual(
+                Message.search_count([('lead', '=', lead.id)]), before)
 
     @with_transaction()
     def test_erasure_keeps_the_gst_invoice_and_its_party(self):
