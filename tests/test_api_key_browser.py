@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from .conftest import choose_desk_database
+from .conftest import desk_login
 from .test_desk_browser import TIMEOUT_MS, VIEWPORTS
 from .test_integration_api import Api
 
@@ -31,13 +31,7 @@ def test_admin_creates_a_key_shown_once_that_works(
     errors = []
     page.on('pageerror', lambda error: errors.append(error.message))
     try:
-        page.goto(f'{crm_site.url}/')
-        choose_desk_database(page, crm_site.database)
-        page.locator('input#login:visible').fill('admin')
-        page.locator('input#login:visible').press('Enter')
-        password = page.locator('input[type="password"]:visible')
-        password.fill('admin')
-        password.press('Enter')
+        desk_login(page, crm_site, 'admin')
         menu = page.locator('#menu')
         menu.locator('.column-char', has_text='CRM').click()
         menu.get_by_text('Configuration', exact=True).click()

@@ -4,8 +4,7 @@ tests/screenshots/automation-*.png)."""
 import pytest
 from playwright.sync_api import expect
 
-from .conftest import eventually
-from .test_inbox_browser import desk_login
+from .conftest import desk_login, eventually
 from .test_webhooks_browser import VIEWPORTS, open_menu
 
 

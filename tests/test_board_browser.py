@@ -9,10 +9,9 @@ import secrets
 
 import pytest
 
-from .conftest import eventually
+from .conftest import desk_login, eventually
 from .test_board_api import history_of, new_deal, read_deal, rpc_date
 from .test_desk_browser import TIMEOUT_MS, VIEWPORTS
-from .test_inbox_browser import desk_login
 
 playwright_sync = pytest.importorskip('playwright.sync_api')
 expect = playwright_sync.expect

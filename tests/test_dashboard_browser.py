@@ -7,7 +7,7 @@ the desk, which then stays. Screenshots go to
 tests/screenshots/dashboard-<role>-<viewport>.png."""
 import pytest
 
-from .conftest import choose_desk_database
+from .conftest import ask_for_password
 from .test_desk_browser import TIMEOUT_MS, VIEWPORTS
 
 playwright_sync = pytest.importorskip('playwright.sync_api')
@@ -23,10 +23,7 @@ def viewport(request):
 
 def sign_in(page, crm_site, login):
     page.goto(f'{crm_site.url}/')
-    choose_desk_database(page, crm_site.database)
-    page.locator('input#login:visible').fill(login)
-    page.locator('input#login:visible').press('Enter')
-    password = page.locator('input[type="password"]:visible')
+    password = ask_for_password(page, crm_site.database, login)
     password.fill(login)
     password.press('Enter')
 

@@ -8,9 +8,9 @@ import secrets
 
 import pytest
 
+from .conftest import desk_login
 from .test_board_api import new_deal
 from .test_desk_browser import TIMEOUT_MS
-from .test_inbox_browser import desk_login
 from .test_my_day_api import new_lead, new_task
 
 playwright_sync = pytest.importorskip('playwright.sync_api')

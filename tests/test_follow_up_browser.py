@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from .conftest import back_to_desk, choose_desk_database
+from .conftest import desk_login
 from .test_desk_browser import TIMEOUT_MS, VIEWPORTS
 
 playwright_sync = pytest.importorskip('playwright.sync_api')
@@ -23,15 +23,7 @@ def manager_page(request, chromium_browser, crm_site):
     page = context.new_page()
     errors = []
     page.on('pageerror', lambda error: errors.append(error.message))
-    page.goto(f'{crm_site.url}/')
-    choose_desk_database(page, crm_site.database)
-    page.locator('input#login:visible').fill('manager')
-    page.locator('input#login:visible').press('Enter')
-    password = page.locator('input[type="password"]:visible')
-    password.fill('manager')
-    password.press('Enter')
-    back_to_desk(page, crm_site, 'manager')
-    expect(page.locator('#menu .column-char', has_text='CRM')).to_be_visible()
+    desk_login(page, crm_site, 'manager')
     page.viewport_name = request.param
     page.js_errors = errors
     yield page

@@ -29,7 +29,7 @@ import pytest
 
 from kraya_peers import whatsapp as whatsapp_simulator
 
-from .conftest import back_to_desk, choose_desk_database, eventually
+from .conftest import desk_login, eventually
 from .test_desk_browser import TIMEOUT_MS, VIEWPORTS, random_indian_mobile
 
 playwright_sync = pytest.importorskip('playwright.sync_api')
@@ -82,20 +82,6 @@ class InboxWalk:
 
 class StepFailed(Exception):
     pass
-
-
-def desk_login(page, crm_site, login):
-    "Log in through sao's dialog, which sets the session cookie."
-    page.goto(f'{crm_site.url}/')
-    choose_desk_database(page, crm_site.database)
-    page.locator('input#login:visible').fill(login)
-    page.locator('input#login:visible').press('Enter')
-    password = page.locator('input[type="password"]:visible')
-    password.fill(login)
-    password.press('Enter')
-    back_to_desk(page, crm_site, login)
-    expect(page.locator('#menu .column-char', has_text='CRM'),
-        f'the desk should log {login} in').to_be_visible()
 
 
 def simulator_takes_documents():

@@ -14,8 +14,7 @@ import pytest
 from playwright.sync_api import expect
 from stdnum import luhn
 
-from .conftest import eventually
-from .test_inbox_browser import desk_login
+from .conftest import desk_login, eventually
 # The roles' sessions, as the rules test has them.
 from .test_record_rules_rpc import accountant, rep  # noqa: F401
 from .test_webhooks_browser import VIEWPORTS, open_menu

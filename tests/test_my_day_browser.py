@@ -8,9 +8,8 @@ import secrets
 
 import pytest
 
-from .conftest import eventually
+from .conftest import desk_login, eventually
 from .test_desk_browser import TIMEOUT_MS, VIEWPORTS
-from .test_inbox_browser import desk_login
 from .test_my_day_api import new_lead, new_task
 
 playwright_sync = pytest.importorskip('playwright.sync_api')

@@ -6,8 +6,7 @@ import datetime as dt
 
 import pytest
 
-from .conftest import back_to_desk, choose_desk_database
-from .test_inbox_browser import desk_login
+from .conftest import desk_login
 from .test_webhooks_browser import VIEWPORTS, open_menu
 
 REP_FIELDS = ['user', 'leads', 'median_first_response', 'within_sla',
@@ -87,14 +86,7 @@ def test_funnel_opens_from_the_menu_with_a_row_per_stage(
     errors = []
     page.on('pageerror', lambda error: errors.append(error.message))
     try:
-        page.goto(f'{crm_site.url}/')
-        choose_desk_database(page, crm_site.database)
-        page.locator('input#login:visible').fill('manager')
-        page.locator('input#login:visible').press('Enter')
-        password = page.locator('input[type="password"]:visible')
-        password.fill('manager')
-        password.press('Enter')
-        back_to_desk(page, crm_site, 'manager')
+        desk_login(page, crm_site, 'manager')
         menu = page.locator('#menu')
         menu.locator('.column-char', has_text='CRM').click()
         menu.get_by_text('Reports', exact=True).click()

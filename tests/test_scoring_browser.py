@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from .conftest import back_to_desk, choose_desk_database
+from .conftest import desk_login
 
 playwright_sync = pytest.importorskip('playwright.sync_api')
 expect = playwright_sync.expect
@@ -20,15 +20,7 @@ def desk(crm_site, chromium_browser):
     context.set_default_timeout(TIMEOUT_MS)
     expect.set_options(timeout=TIMEOUT_MS)
     page = context.new_page()
-    page.goto(f'{crm_site.url}/')
-    choose_desk_database(page, crm_site.database)
-    page.locator('input#login:visible').fill('manager')
-    page.locator('input#login:visible').press('Enter')
-    password = page.locator('input[type="password"]:visible')
-    password.fill('manager')
-    password.press('Enter')
-    back_to_desk(page, crm_site, 'manager')
-    expect(page.locator('#menu .column-char', has_text='CRM')).to_be_visible()
+    desk_login(page, crm_site, 'manager')
     yield page
     context.close()
 

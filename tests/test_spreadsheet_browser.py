@@ -7,8 +7,7 @@ import pytest
 from openpyxl import load_workbook
 from playwright.sync_api import expect
 
-from .conftest import SCREENSHOTS
-from .test_inbox_browser import desk_login
+from .conftest import SCREENSHOTS, desk_login
 from .test_webhooks_browser import VIEWPORTS, open_menu
 
 

@@ -5,9 +5,8 @@ from playwright.sync_api import expect
 
 from kraya_crm.tests.test_webhook import Receiver
 
-from .conftest import eventually
+from .conftest import desk_login, eventually
 from .test_desk_browser import random_indian_mobile
-from .test_inbox_browser import desk_login
 
 VIEWPORTS = {'desktop': (1280, 800), 'phone': (390, 844)}
 
