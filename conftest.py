@@ -39,17 +39,8 @@ if OWN_SITE_TEMPLATES:
 def drop_pg_templates():
     """Drop Tryton's template databases: one left by an earlier run holds
     the module as that run's code had it."""
-    from kraya_site.sites import _pg_connect, _pg_drop
-    connection = _pg_connect(TEST_DATABASE + '/')
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute('SELECT datname FROM pg_database '
-                'WHERE datname LIKE %s', (PG_CACHE_PATTERN,))
-            names = [name for name, in cursor.fetchall()]
-    finally:
-        connection.close()
-    for name in names:
-        _pg_drop(TEST_DATABASE + '/', name)
+    from kraya_site.sites import drop_databases_like
+    drop_databases_like(TEST_DATABASE + '/', PG_CACHE_PATTERN)
 
 
 def pytest_sessionstart(session):

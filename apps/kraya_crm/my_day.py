@@ -19,6 +19,7 @@ from .conversation import CALL_OUTCOMES, LoggedCall
 from .exceptions import InboxRefusal
 from .inbox import desk_url, iso, parse_iso
 from .message import utcnow
+from .reach import whatsapp_link
 from .sequence import local_timezone
 from .task import KINDS, NextTask, outcomes_of
 
@@ -42,11 +43,6 @@ def end_of_today():
     midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1),
         dt.time(0), tzinfo=zone)
     return midnight.astimezone(dt.timezone.utc).replace(tzinfo=None)
-
-
-def wa_url(number):
-    return f'https://wa.me/{"".join(c for c in number if c.isdigit())}' \
-        if number else None
 
 
 class MyDay(Model):
@@ -138,7 +134,7 @@ class MyDay(Model):
             'phone': lead.phone, 'whatsapp': number,
             'tel_url': f'tel:{lead.phone or number}'
             if lead.phone or number else None,
-            'wa_url': wa_url(number),
+            'wa_url': whatsapp_link(number),
             'desk_url': desk_url(lead),
             # A lead nobody wrote to yet has no conversation: the link
             # makes it (routes.my_day_inbox), as the lead's desk button does.

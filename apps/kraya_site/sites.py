@@ -481,11 +481,16 @@ def _pg_copy(uri, source, name):
 
 def drop_activated_templates(uri):
     "Drop the template databases KRAYA_SITE_TEMPLATES kept on this server."
+    drop_databases_like(uri, ACTIVATED_PREFIX + '%')
+
+
+def drop_databases_like(uri, pattern):
+    "Drop the databases of the server whose name is LIKE the pattern."
     conn = _pg_connect(uri)
     try:
         with conn.cursor() as cur:
             cur.execute('SELECT datname FROM pg_database '
-                'WHERE datname LIKE %s', (ACTIVATED_PREFIX + '%',))
+                'WHERE datname LIKE %s', (pattern,))
             names = [n for n, in cur.fetchall()]
     finally:
         conn.close()
