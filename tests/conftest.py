@@ -21,7 +21,9 @@ from kraya_peers.whatsapp import Simulator
 from .rpc import RpcSession
 
 TEST_DATABASE = os.environ.get('KRAYA_TEST_DATABASE', '').rstrip('/')
-SCREENSHOTS = Path(__file__).parent / 'screenshots'
+# KRAYA_SCREENSHOTS: another folder, for a run beside this one (.ci/run).
+SCREENSHOTS = Path(os.environ.get('KRAYA_SCREENSHOTS')
+    or Path(__file__).parent / 'screenshots')
 
 
 class RunningSite:
@@ -200,7 +202,7 @@ def eventually(check, timeout=15, interval=0.1):
 
 @pytest.fixture(scope='session')
 def screenshots():
-    SCREENSHOTS.mkdir(exist_ok=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS
 
 

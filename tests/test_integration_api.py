@@ -5,6 +5,7 @@ pagination, error shapes, size and rate limits; then Schemathesis against
 the served openapi.json."""
 import json
 import secrets
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -370,6 +371,12 @@ def test_field_agent_key_reads_no_score_source_or_value(crm_site, admin):
 def test_key_is_refused_past_its_rate_limit(crm_site, admin):
     api = Api(crm_site, issue_key(admin, 'manager', ['deals:read'],
             name="flood"))
+    # The limit's window is the clock's minute, and the minute before
+    # counts as much of it as the sliding minute still covers: a burst
+    # across the edge may have a few more than 300 in it. The exact count
+    # is asserted on a burst well inside one minute.
+    if time.time() % 60 > 20:
+        time.sleep(60 - time.time() % 60 + 0.5)
     with ThreadPoolExecutor(4) as pool:
         statuses = list(pool.map(lambda _: api.get('/stages')[0],
                 range(310)))
