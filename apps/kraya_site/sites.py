@@ -180,7 +180,8 @@ class Site:
 
     # The test suite makes a dozen sites of the same code. With
     # KRAYA_SITE_TEMPLATES set (a folder for SQLite's copies; PostgreSQL
-    # keeps them as template databases on the site's server), the first
+    # keeps them as template databases on the site's server, and a dump in
+    # the folder for a site on another server), the first
     # activation of the modules is kept and the next sites start from a
     # copy of it, a second instead of minutes, as Tryton's own tests do
     # with DB_CACHE. Sites made without it activate the modules.
@@ -199,8 +200,18 @@ class Site:
                 return False
             shutil.copyfile(kept, self.path / f'{self.database}.sqlite')
             return True
-        return _pg_copy(self.database_uri, self._activated_name,
-            self.database)
+        if _pg_copy(self.database_uri, self._activated_name,
+                self.database):
+            return True
+        # A server of its own (the chaos run's, which it restarts) has no
+        # template yet: the dump of the first server's, seconds not minutes.
+        dump = Path(folder) / f'{self._activated_name}.pgdump'
+        if not dump.exists():
+            return False
+        _pg_create(self.database_uri, self.database)
+        _pg_tool('pg_restore', '--no-owner', '--no-privileges', '-d',
+            self._pg_database_uri, str(dump))
+        return True
 
     def _keep_activated(self):
         folder = os.environ.get('KRAYA_SITE_TEMPLATES')
@@ -216,6 +227,17 @@ class Site:
                 partial.replace(kept)
         else:
             _pg_copy(self.database_uri, self.database, self._activated_name)
+            dump = Path(folder) / f'{self._activated_name}.pgdump'
+            if not dump.exists():
+                Path(folder).mkdir(parents=True, exist_ok=True)
+                partial = dump.with_suffix('.partial')
+                _pg_tool('pg_dump', '-Fc', '--no-owner', '--no-privileges',
+                    '-f', str(partial), self._pg_database_uri)
+                partial.replace(dump)
+
+    @property
+    def _pg_database_uri(self):
+        return self.database_uri.rstrip('/') + '/' + self.database
 
     def migrate(self):
         "Update the modules of the site's database after a code change."
@@ -432,6 +454,12 @@ def _run(args, **kwargs):
         raise SiteError(
             f'{Path(args[0]).name} failed (exit {exception.returncode}): '
             + ' '.join(map(str, args))) from exception
+
+
+def _pg_tool(name, *args):
+    "Run pg_dump or pg_restore of the newest PostgreSQL installed."
+    from .own_postgres import postgres_bin
+    _run([postgres_bin(name), *args], stdout=subprocess.DEVNULL)
 
 
 def _split_db_uri(uri):
