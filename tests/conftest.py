@@ -235,6 +235,26 @@ def back_to_desk(page, crm_site, login):
         f'the dashboard should lead {login} back to the desk').to_be_visible()
 
 
+def until(act, done, tries=4, between=None):
+    """Do act, then wait a few seconds for done (called with a timeout in
+    ms, a Playwright expectation), again while it is not: sao ignores a
+    press that comes while it still draws (CI saw it, with both
+    databases' suites side by side) and a second one while it runs the
+    first, so acting again is safe. between(), if given, runs before each
+    try after the first. The last wait is the expectation's full one."""
+    from playwright.sync_api import TimeoutError as Timeout
+    for attempt in range(tries):
+        if attempt and between:
+            between()
+        try:
+            act()
+            done(timeout=5_000)
+            return
+        except (AssertionError, Timeout):
+            pass
+    done(timeout=None)
+
+
 def ask_for_password(page, database, login):
     """Fill sao's login dialog up to its password prompt. An Enter sao
     did not take (the database list redrawn under it, a server slow to

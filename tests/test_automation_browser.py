@@ -6,7 +6,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from .conftest import desk_login, eventually
+from .conftest import desk_login, eventually, until
 from .test_webhooks_browser import VIEWPORTS, open_menu
 
 
@@ -53,7 +53,7 @@ def test_manager_writes_a_rule_sees_it_act_and_dry_runs_one(
         # On a slow server the new action's defaults may come after the
         # choices and put "Set a Field" back: Add then asks for a field,
         # and the choices are made again, as a user would.
-        for _ in range(3):
+        def add_task_action():
             dialog.locator('select[name="kind"]').select_option(
                 label="Create a Task")
             dialog.locator('input[name="task_name"]').fill(
@@ -63,13 +63,9 @@ def test_manager_writes_a_rule_sees_it_act_and_dry_runs_one(
             page.screenshot(
                 path=str(screenshots / f'automation-{viewport}-action.png'))
             dialog.get_by_role('button', name='Add', exact=True).click()
-            try:
-                expect(page.locator('.modal-dialog:visible')).to_have_count(
-                    0, timeout=5_000)
-                break
-            except AssertionError:
-                continue
-        expect(page.locator('.modal-dialog:visible')).to_have_count(0)
+        until(add_task_action, lambda timeout: expect(page.locator(
+                    '.modal-dialog:visible')).to_have_count(0, timeout=timeout),
+            tries=3)
         expect(actions).to_contain_text("Create a Task")
         tab.locator('button#save').click()
         expect(page.get_by_text('Record saved.')).to_be_visible()
@@ -85,15 +81,10 @@ def test_manager_writes_a_rule_sees_it_act_and_dry_runs_one(
         # The list may still be drawing (on a phone, one card a rule): the
         # double click is checked by the rule it opened.
         opened = tab.locator('input[name="name"]:visible')
-        for _ in range(3):
-            rows(tab, "Deal won: thank you").first.dblclick()
-            try:
-                expect(opened).to_have_value(
-                    re.compile(r'^Deal won: thank you'), timeout=5_000)
-                break
-            except AssertionError:
-                tab.locator('button#switch_').click()
-        expect(opened).to_have_value(re.compile(r'^Deal won: thank you'))
+        until(lambda: rows(tab, "Deal won: thank you").first.dblclick(),
+            lambda timeout: expect(opened).to_have_value(
+                re.compile(r'^Deal won: thank you'), timeout=timeout),
+            tries=3, between=lambda: tab.locator('button#switch_').click())
         enrollments = manager.search_count('crm.enrollment', [])
         tab.get_by_role('button', name='Dry Run').click()
         dialog = page.locator('.modal-dialog:visible').last

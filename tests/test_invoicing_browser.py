@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import expect
 from stdnum import luhn
 
-from .conftest import desk_login, eventually
+from .conftest import desk_login, eventually, until
 # The roles' sessions, as the rules test has them.
 from .test_record_rules_rpc import accountant, rep  # noqa: F401
 from .test_webhooks_browser import VIEWPORTS, open_menu
@@ -122,35 +122,18 @@ def pay(page, amount, method, screenshot):
 
 
 def press_until_closed(page, dialog, button):
-    """Press a wizard's last button until its dialog closes: sao ignores a
-    press that comes while it is still drawing the page (CI saw it), and
-    a second one while it runs the first, so pressing again is safe."""
-    closed = expect(page.locator('.modal-dialog:visible'))
-    for _ in range(4):
-        dialog.get_by_role('button', name=button).click()
-        try:
-            closed.to_have_count(0, timeout=5_000)
-            return
-        except AssertionError:
-            pass
-    closed.to_have_count(0)
+    "Press a wizard's last button until its dialog closes."
+    until(lambda: dialog.get_by_role('button', name=button).click(),
+        lambda timeout: expect(page.locator('.modal-dialog:visible')
+            ).to_have_count(0, timeout=timeout))
 
 
 def press_until_asked(page, button, question):
-    """Press a form's button until sao asks its question: a press that
-    comes while sao still draws the record is ignored (CI, with both
-    databases' suites side by side, saw the invoice stay a draft)."""
-    from playwright.sync_api import TimeoutError as Timeout
-    asked = page.locator('.modal-dialog:visible', has_text=question)
-    for _ in range(4):
-        try:
-            active_tab(page).get_by_role('button', name=button,
-                exact=True).click(timeout=5_000)
-            expect(asked).to_be_visible(timeout=5_000)
-            return
-        except (AssertionError, Timeout):
-            pass
-    expect(asked).to_be_visible()
+    "Press a form's button until sao asks its question."
+    until(lambda: active_tab(page).get_by_role('button', name=button,
+            exact=True).click(timeout=5_000),
+        expect(page.locator('.modal-dialog:visible', has_text=question)
+            ).to_be_visible)
 
 
 def answer(page, question, button):
