@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import phonenumbers
 import pytest
 
-from .conftest import back_to_desk, choose_desk_database
+from .conftest import ask_for_password, back_to_desk
 
 playwright_sync = pytest.importorskip('playwright.sync_api')
 expect = playwright_sync.expect
@@ -129,18 +129,13 @@ def run_desk_walk(page, crm_site, walk, screenshots):
 
     with step('open the desk and get the login dialog'):
         page.goto(f'{crm_site.url}/')
-        # sao fills (and locks) the database once it has listed them;
-        # before that, submitting the login does nothing.
-        choose_desk_database(page, crm_site.database)
-        login = page.locator('input#login:visible')
-        login.fill('rep')
+        # The database chosen, the login typed and taken (conftest.py).
+        password = ask_for_password(page, crm_site.database, 'rep')
+        # The screenshot once the password's dialog has slid in (300 ms).
+        page.wait_for_timeout(500)
         shot('login')
 
     with step('log in as rep/rep'):
-        login.press('Enter')
-        password = page.locator('input[type="password"]:visible')
-        expect(password, 'sao should ask for the password of rep'
-            ).to_be_visible()
         password.fill('rep')
         password.press('Enter')
         back_to_desk(page, crm_site, 'rep')

@@ -181,8 +181,9 @@ def run_inbox_walk(page, crm_site, walk, screenshots, tmp_path):
         rep's page may take starts then."""
         simulator.reply(number, text, name=name)
         manager = crm_site.login('manager')
+        # The worker makes it: a minute at most on a busy machine.
         leads = eventually(lambda: manager.search('crm.lead',
-                [('phone', '=', '+' + number)]))
+                [('phone', '=', '+' + number)]), timeout=60)
         assert leads, f'the simulator\'s message made no lead for {number}'
         rep_id, = manager.search('res.user', [('login', '=', 'rep')])
         # Once the demo's assignment rules have given it to someone.
