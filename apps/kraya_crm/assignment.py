@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from sql import Null
 from sql.aggregate import Count
 
+from trytond import backend
 from trytond.i18n import gettext
 from trytond.model import (
     DeactivableMixin, Index, ModelSQL, ModelView, fields, sequence_ordered)
@@ -427,8 +428,16 @@ class Lead(metaclass=PoolMeta):
             # Waits for a manager giving one of them away meanwhile, whose
             # choice stands (PostgreSQL; SQLite has one writer anyway).
             cls.lock(leads)
-            facts = cls.assignment_facts([l.id for l in leads])
+            ids = [l.id for l in leads]
+            facts = cls.assignment_facts(ids)
             cls.assign([i for i, f in facts.items() if f.owner is None])
+            # SQLite locks no row and takes its write lock at the first
+            # write: an erasure may have archived one of them after the
+            # search. Seen now, it undoes this try; the worker runs the
+            # task again (as on a write conflict), and the search skips it.
+            if cls.search_count([('id', 'in', ids)]) < len(ids):
+                raise backend.DatabaseOperationalError(
+                    "a lead to assign was archived meanwhile")
 
     @classmethod
     def capture(cls, vlist, source=None):

@@ -6,8 +6,10 @@ import hmac
 import io
 import json
 import unittest
+import unittest.mock
 import zipfile
 
+from trytond import backend
 from trytond.model.exceptions import AccessError
 from trytond.modules.company.tests import create_company, set_company
 from trytond.pool import Pool
@@ -195,6 +197,31 @@ class PrivacyTestCase(unittest.TestCase):
                 (None, None, None))
             self.assertEqual(
                 Message.search_count([('lead', '=', lead.id)]), before)
+
+    @with_transaction()
+    def test_lead_erased_while_being_assigned_sends_the_task_round_again(self):
+        """SQLite locks no row: the erasure may commit between the queued
+        assignment's search and its write (CI saw "Assigned to ..." on an
+        erased lead). The task then fails as on a write conflict, and the
+        worker's next try skips the lead."""
+        pool = Pool()
+        Lead = pool.get('crm.lead')
+        with set_company(create_company()):
+            always_open()
+            team, _ = make_team('asha')
+            make_rule(team, method='round_robin')
+            lead = self.person()
+            Lead.write([lead], {'owner': None})
+            assign = Lead.assign
+
+            def erased_meanwhile(leads, reassign=False):
+                assigned = assign(leads, reassign=reassign)
+                Lead.erase_personal_data([lead])
+                return assigned
+            with unittest.mock.patch.object(
+                    Lead, 'assign', side_effect=erased_meanwhile):
+                with self.assertRaises(backend.DatabaseOperationalError):
+                    Lead.assign_captured([lead])
 
     @with_transaction()
     def test_erasure_keeps_the_gst_invoice_and_its_party(self):
