@@ -175,6 +175,16 @@ class PrivacyTestCase(unittest.TestCase):
             self.assertEqual(deal.party.name, "Erased person")
             self.assertEqual(deal.party.contact_mechanisms, ())
 
+    def unassigned_person(self):
+        "A person's lead waiting for the round robin of a team, open always."
+        Lead = Pool().get('crm.lead')
+        always_open()
+        team, _ = make_team('asha')
+        make_rule(team, method='round_robin')
+        lead = self.person()
+        Lead.write([lead], {'owner': None})
+        return lead
+
     @with_transaction()
     def test_erased_lead_is_neither_assigned_nor_chased(self):
         "Its assignment was queued at capture and runs after the erasure."
@@ -182,11 +192,7 @@ class PrivacyTestCase(unittest.TestCase):
         Lead = pool.get('crm.lead')
         Message = pool.get('crm.message')
         with set_company(create_company()):
-            always_open()
-            team, _ = make_team('asha')
-            make_rule(team, method='round_robin')
-            lead = self.person()
-            Lead.write([lead], {'owner': None})
+            lead = self.unassigned_person()
             self.assertTrue(lead.sla_next_at)
             Lead.erase_personal_data([lead])
             before = Message.search_count([('lead', '=', lead.id)])
@@ -207,11 +213,7 @@ class PrivacyTestCase(unittest.TestCase):
         pool = Pool()
         Lead = pool.get('crm.lead')
         with set_company(create_company()):
-            always_open()
-            team, _ = make_team('asha')
-            make_rule(team, method='round_robin')
-            lead = self.person()
-            Lead.write([lead], {'owner': None})
+            lead = self.unassigned_person()
             assign = Lead.assign
 
             def erased_meanwhile(leads, reassign=False):
