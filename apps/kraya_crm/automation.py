@@ -45,6 +45,7 @@ from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import Button, StateView, Wizard
 
 from . import python_action
+from .indexes import CoveredIndexes
 from .message import utcnow
 from .task import KINDS as TASK_KINDS
 from .template import render
@@ -891,7 +892,7 @@ class Action(sequence_ordered(), ModelSQL, ModelView):
         return values
 
 
-class Run(ModelSQL, ModelView):
+class Run(CoveredIndexes, ModelSQL, ModelView):
     "A rule acting on one record: what it did, or why it did not."
     __name__ = 'crm.automation.run'
     __string__ = "Automation Run"

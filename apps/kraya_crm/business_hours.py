@@ -19,6 +19,7 @@ from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval
 
 from .exceptions import BusinessCalendarError
+from .indexes import CoveredIndexes
 
 WEEKDAYS = [
     ('0', "Monday"), ('1', "Tuesday"), ('2', "Wednesday"),
@@ -211,7 +212,7 @@ class BusinessCalendar(DeactivableMixin, ModelSQL, ModelView):
         return calendar
 
 
-class Holiday(ModelSQL, ModelView):
+class Holiday(CoveredIndexes, ModelSQL, ModelView):
     "A day the team does not work."
     __name__ = 'crm.business_calendar.holiday'
     __string__ = "Holiday"

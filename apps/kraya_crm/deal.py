@@ -8,10 +8,11 @@ from trytond.pyson import Eval
 from trytond.transaction import Transaction, without_check_access
 
 from .contact import format_inr
+from .indexes import CoveredIndexes
 from .lead import OwnedMixin
 
 
-class Deal(OwnedMixin, ModelSQL, ModelView):
+class Deal(OwnedMixin, CoveredIndexes, ModelSQL, ModelView):
     "Something a customer may buy, moving through the pipeline stages."
     __name__ = 'crm.deal'
     __string__ = "Deal"

@@ -21,6 +21,7 @@ from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from .batch import run_in_batches
 from .bulk import BulkWrite, prefetch
+from .indexes import CoveredIndexes
 from .message import utcnow
 from .sequence import CONSENT_OF
 from .template import render
@@ -49,7 +50,7 @@ LEAD_FIELDS = ['active', 'name', 'company_name', 'city', 'phone', 'whatsapp',
 
 
 # BulkWrite: the engine moves a batch of enrollments on in one update.
-class Enrollment(BulkWrite, Workflow, ModelSQL, ModelView):
+class Enrollment(BulkWrite, Workflow, CoveredIndexes, ModelSQL, ModelView):
     "A lead or deal going through a follow-up sequence."
     __name__ = 'crm.enrollment'
     __string__ = "Enrollment"
@@ -94,7 +95,6 @@ class Enrollment(BulkWrite, Workflow, ModelSQL, ModelView):
                     where=t.next_run_at != Null),
                 Index(t, (t.lead, Index.Range()), (t.state, Index.Equality(
                             cardinality='low'))),
-                Index(t, (t.deal, Index.Range())),
                 Index(t, (t.sequence, Index.Range())),
                 })
         cls._order = [('enrolled_at', 'DESC'), ('id', 'DESC')]

@@ -6,6 +6,7 @@ from trytond.model import Index, ModelSQL, ModelView, Unique, fields
 from trytond.pyson import Eval
 
 from .bulk import BulkWrite
+from .indexes import CoveredIndexes
 
 # Provider statuses only move forward: a late "delivered" never undoes "read".
 STATUS_RANK = {'queued': 0, 'sending': 1, 'sent': 2, 'delivered': 3, 'read': 4}
@@ -22,7 +23,7 @@ def utcnow():
 
 
 # BulkWrite: the follow-up engine queues a batch's messages in one insert.
-class Message(BulkWrite, ModelSQL, ModelView):
+class Message(BulkWrite, CoveredIndexes, ModelSQL, ModelView):
     "A message on a lead's timeline: received from them or sent to them."
     __name__ = 'crm.message'
     __string__ = "Message"
@@ -78,10 +79,9 @@ class Message(BulkWrite, ModelSQL, ModelView):
             ('provider_id_unique', Unique(t, t.channel, t.provider_id),
                 'kraya_crm.msg_message_provider_id_unique'),
             ]
-        cls._sql_indexes.update({
-                Index(t, (t.lead, Index.Range()), (t.at, Index.Range())),
-                Index(t, (t.deal, Index.Range())),
-                })
+        # The deal's messages: Tryton's index on deal (indexes.py).
+        cls._sql_indexes.add(
+            Index(t, (t.lead, Index.Range()), (t.at, Index.Range())))
         cls._order = [('at', 'DESC'), ('id', 'DESC')]
 
     @staticmethod

@@ -37,6 +37,7 @@ from trytond.transaction import Transaction, without_check_access
 from .bulk import BulkWrite
 from .consent import is_stop_request
 from .exceptions import ScoringRuleError
+from .indexes import CoveredIndexes
 from .message import utcnow
 from .sequence import local_timezone
 
@@ -291,7 +292,7 @@ def domain_fields(domain):
     return names
 
 
-class LeadScoreEvent(BulkWrite, ModelSQL, ModelView):
+class LeadScoreEvent(BulkWrite, CoveredIndexes, ModelSQL, ModelView):
     "Something a lead did that scores: a reply, a price asked, a visit."
     __name__ = 'crm.lead.score_event'
     __string__ = "Score Event"

@@ -24,6 +24,7 @@ from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from .conversation import LoggedCall
 from .exceptions import TaskOutcomeError
+from .indexes import CoveredIndexes
 from .message import utcnow
 from .sequence import local_timezone
 
@@ -89,7 +90,7 @@ class NextTask:
     name: str = None
 
 
-class Task(Workflow, ModelSQL, ModelView):
+class Task(Workflow, CoveredIndexes, ModelSQL, ModelView):
     "Something a person has to do for a lead or a deal: a call, a visit."
     __name__ = 'crm.task'
     __string__ = "Task"
