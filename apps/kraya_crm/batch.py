@@ -4,9 +4,11 @@ item never holds up the good ones beside it.
 - Each batch is taken, written and marked done in a transaction of its
   own; the caller's transaction writes nothing. On SQLite a write there
   would hold the database's only write lock against every batch after it.
-- A batch that fails because of what it holds is written again item by
-  item, each in its own transaction, so that only the item that fails
-  alone is set aside (for the inbox: kept as a dead letter).
+- A batch that fails because of what it holds is written again in
+  halves, each in its own transaction, and a half that fails in halves
+  again, down to the item that fails alone: only it is set aside (for the
+  inbox: kept as a dead letter). One bad item among 5,000 costs about 26
+  transactions, not 5,000.
 - A database error (a lock, a lost connection) or a site without a
   company is not the items' fault: it is raised, the items stay to be
   done, and the task (or the next cron run) tries them again."""
@@ -41,10 +43,9 @@ def run_in_batches(take, write, set_aside, batch_size, tries_alone=2):
             ids = [item.id for item in items]
             failure = _written(transaction, write, items)
         if failure is not None:
-            logger.info("batch of %s failed (%s): item by item",
+            logger.info("batch of %s failed (%s): in halves",
                 len(ids), failure)
-            for item_id in ids:
-                _write_alone(take, write, set_aside, item_id, tries_alone)
+            _write_in_halves(take, write, set_aside, ids, tries_alone)
         if len(ids) < batch_size:
             return
 
@@ -62,6 +63,26 @@ def _written(transaction, write, items):
         transaction.rollback()
         return exception
     return None
+
+
+def _write_in_halves(take, write, set_aside, ids, tries_alone):
+    """Write the items of `ids`, whose batch failed, half after half, each
+    in a transaction of its own; a half that fails is halved again, and a
+    lone item is tried alone."""
+    if len(ids) == 1:
+        _write_alone(take, write, set_aside, ids[0], tries_alone)
+        return
+    middle = len(ids) // 2
+    for half in (ids[:middle], ids[middle:]):
+        if len(half) > 1:
+            with Transaction().new_transaction() as transaction:
+                # Those another worker did meanwhile are no longer taken.
+                items = take(len(half), ids=half)
+                failure = _written(transaction, write, items)
+            if failure is None:
+                continue
+            half = [item.id for item in items]
+        _write_in_halves(take, write, set_aside, half, tries_alone)
 
 
 def _write_alone(take, write, set_aside, item_id, tries):

@@ -54,6 +54,25 @@ class RunInBatchesTestCase(unittest.TestCase):
         self.assertEqual(work.set_aside, [(2, "item 2 is bad")])
 
     @with_transaction()
+    def test_one_bad_item_costs_its_batch_halvings_not_a_try_each(self):
+        work = Work(1024, bad={700})
+        work.run(batch_size=1024)
+        self.assertEqual(work.set_aside, [(700, "item 700 is bad")])
+        self.assertEqual(sorted(work.done),
+            [i for i in range(1, 1025) if i != 700])
+        # The batch, both halves at each halving down to pairs (9), then
+        # the last pair's items alone: the good one once, the bad one twice.
+        self.assertEqual(len(work.batches), 1 + 2 * 9 + 1 + 2)
+        self.assertEqual(work.batches.count([700]), 2)
+
+    @with_transaction()
+    def test_bad_items_in_both_halves_are_each_set_aside(self):
+        work = Work(9, bad={1, 6, 9})
+        work.run(batch_size=9)
+        self.assertEqual([i for i, _ in work.set_aside], [1, 6, 9])
+        self.assertEqual(work.done, [2, 3, 4, 5, 7, 8])
+
+    @with_transaction()
     def test_good_batches_are_written_whole(self):
         work = Work(9)
         work.run(batch_size=4)
