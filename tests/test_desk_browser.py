@@ -131,8 +131,9 @@ def run_desk_walk(page, crm_site, walk, screenshots):
         page.goto(f'{crm_site.url}/')
         # The database chosen, the login typed and taken (conftest.py).
         password = ask_for_password(page, crm_site.database, 'rep')
-        # The screenshot once the password's dialog has slid in (300 ms).
-        page.wait_for_timeout(500)
+        # The screenshot once the password's dialog has slid in.
+        page.wait_for_function("() => !document.getAnimations().some("
+            "a => a instanceof CSSTransition)")
         shot('login')
 
     with step('log in as rep/rep'):

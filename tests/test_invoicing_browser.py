@@ -129,12 +129,17 @@ def press_until_closed(page, dialog, button):
             ).to_have_count(0, timeout=timeout))
 
 
+def press_until(page, button, done):
+    """Press a form's button until done (an expectation, given a timeout)
+    holds: sao may not take a press while it still draws the form."""
+    until(lambda: active_tab(page).get_by_role('button', name=button,
+            exact=True).click(timeout=5_000), done)
+
+
 def press_until_asked(page, button, question):
     "Press a form's button until sao asks its question."
-    until(lambda: active_tab(page).get_by_role('button', name=button,
-            exact=True).click(timeout=5_000),
-        expect(page.locator('.modal-dialog:visible', has_text=question)
-            ).to_be_visible)
+    press_until(page, button, expect(page.locator(
+                '.modal-dialog:visible', has_text=question)).to_be_visible)
 
 
 def answer(page, question, button):
@@ -176,17 +181,21 @@ def test_rep_quotes_and_accountant_posts_and_part_pays(
         tab = active_tab(page)
         expect(tab.locator('input[name="title"]:visible')).to_have_value(title)
         shot(page, 'deal')
-        click_button(page, 'Create Quotation')
-        # It opens the quotation made, as a form.
-        expect(active_tab(page)).to_contain_text(f"Quotation ({title})")
+        # It opens the quotation made, as a form. A second press is safe:
+        # a deal that has its quotation keeps it.
+        press_until(page, 'Create Quotation',
+            lambda timeout: expect(active_tab(page)).to_contain_text(
+                f"Quotation ({title})", timeout=timeout))
         sale = active_tab(page)
         expect(sale.locator('input[name="description"]:visible')
             ).to_have_value(title)
         shot(page, 'quotation')
-        click_button(page, 'Quote')
-        click_button(page, 'Confirm')
-        expect(sale.locator('select[name="state"]')).to_have_value(
-            re.compile('confirmed|processing'))
+        state = sale.locator('select[name="state"]')
+        press_until(page, 'Quote', lambda timeout: expect(state
+                ).to_have_value(re.compile('quotation'), timeout=timeout))
+        press_until(page, 'Confirm', lambda timeout: expect(state
+                ).to_have_value(re.compile('confirmed|processing'),
+                timeout=timeout))
         shot(page, 'sale')
     except Exception:
         shot(page, 'failed-rep')
