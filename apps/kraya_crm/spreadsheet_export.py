@@ -12,7 +12,6 @@ import datetime as dt
 from decimal import Decimal
 from xml.etree import ElementTree
 
-from trytond.model import fields
 from trytond.pool import Pool
 from trytond.report import Report
 

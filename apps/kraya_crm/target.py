@@ -5,7 +5,6 @@ the month's won value against them."""
 from trytond.i18n import gettext
 from trytond.model import ModelSQL, ModelView, fields
 from trytond.modules.currency.fields import Monetary
-from trytond.pool import Pool
 from trytond.pyson import Bool, Eval, If
 
 from .exceptions import SalesTargetError

@@ -179,7 +179,7 @@ class WebhookTestCase(unittest.TestCase):
             asha = new_lead()
             asha.city = "Pune"
             asha.save()
-            ravi = new_lead("Ravi Kumar", phone='9876500000')
+            new_lead("Ravi Kumar", phone='9876500000')
             created, updated, ravi_created = Delivery.search(
                 [], order=[('id', 'ASC')])
             self.assertEqual(due_ids(), [created.id, ravi_created.id])
