@@ -28,6 +28,18 @@ if OWN_DB_CACHE:
     os.environ['DB_CACHE'] = (TEST_DATABASE if TEST_DATABASE
         else tempfile.mkdtemp(prefix='kraya-db-cache-'))
 
+if not TEST_DATABASE:
+    # On SQLite the module tests run in one in-memory database, whose one
+    # connection every transaction of the process shares, nested ones too.
+    # Tryton's cache checks the other processes' changes every
+    # clean_timeout seconds, at a transaction's start, on an autocommit
+    # connection: that is this one, and making it autocommit commits the
+    # test's transaction, which its rollback can then no longer undo. A
+    # test's data then leaked into the next ones five minutes apart. The
+    # suite's process shares its cache with no other: it never checks.
+    from trytond import config as trytond_config
+    trytond_config.set('cache', 'clean_timeout', str(10 ** 9))
+
 # The sites the tests make (sites.new_site) start from a copy of the first
 # one's activated modules (sites.py, KRAYA_SITE_TEMPLATES).
 OWN_SITE_TEMPLATES = 'KRAYA_SITE_TEMPLATES' not in os.environ

@@ -12,9 +12,12 @@ record activities (5,000 due). Then times:
 - Tryton's marketing_automation engine at the same scale: its cron method
   `RecordActivity.process` plus the `do` tasks it queues, run as the
   worker runs them;
-- the raw-SQL bound: one SELECT of the due enrollments through the index,
-  one executemany INSERT of their messages and one UPDATE of them, rolled
-  back;
+- the raw-SQL bound: what our tick writes, in five statements: one
+  SELECT of the due enrollments through the index with their leads, one
+  executemany INSERT of their messages, one UPDATE of the enrollments,
+  one INSERT of the leads' conversations (the inbox's rows, which our
+  tick makes or brings up to date) and one UPDATE of the leads now
+  contacted; committed, as the tick commits (then undone, untimed);
 - the sends: `Message.send_outbox()` for 2,000 queued messages through the
   WhatsApp Cloud API simulator, started in this process at 80 messages/s
   (Meta's default throughput per business number).
@@ -48,7 +51,6 @@ from bench.machine import (  # noqa: E402
 
 THROUGHPUT = 80  # WhatsApp Cloud API messages a second per business number
 PHONE_NUMBER_ID = '100000000000001'
-BATCH_SIZE = 500  # Enrollment.run_due's default, for the EXPLAIN
 CAMPAIGN = 'bench-sequences'
 TEMPLATE = 'bench_follow_up'
 
@@ -72,6 +74,12 @@ def worker(args):
     context = dict(context, _skip_warnings=True)
     run = {'setup': build_data, 'raw': time_raw, 'peer': time_peer,
         'ours': time_ours, 'sends': time_sends}[args.worker]
+    # Both engines' ticks run in a process as a cron's: its pool loaded
+    # and out of the garbage collector's sight, as kraya_crm's first cron
+    # run leaves it (cron_process.py; marketing_automation's process() runs
+    # in the same cron processes).
+    from kraya_crm.cron_process import freeze_loaded_objects
+    freeze_loaded_objects()
     result = run(database, user_id, context, args)
     print(json.dumps(result))
 
@@ -290,11 +298,17 @@ def explain(query):
 
 
 def time_raw(database, user_id, context, args):
-    """The bound: what the tick writes, in three statements: the due
-    enrollments with their lead's number and name, one executemany INSERT
-    of their messages, one UPDATE of the enrollments. Rolled back."""
+    """The bound: what the tick writes, in five statements, committed as
+    the tick commits it: the due enrollments with their lead's number and
+    name, one executemany INSERT of their messages, one UPDATE of the
+    enrollments, one INSERT of the leads' conversations (none exists yet:
+    the leads are new) with their last message, one UPDATE of the leads to
+    contacted. Then, untimed, it is all undone (committed too), so that the
+    peer and our tick find the same data."""
+    from trytond import backend
     from trytond.pool import Pool
     from trytond.transaction import Transaction
+    from kraya_crm.enrollment import BATCH_SIZE
     from kraya_crm.message import utcnow
     pool = Pool(database)
     Enrollment = pool.get('crm.enrollment')
@@ -308,6 +322,16 @@ def time_raw(database, user_id, context, args):
         bulk = Bulk(transaction)
         now = utcnow()
         plan = explain(Enrollment.due_query(now, BATCH_SIZE))
+        due = ('FROM crm_enrollment AS e JOIN crm_lead AS l ON l.id = e.lead '
+            'WHERE e.next_run_at <= %s ORDER BY e.next_run_at LIMIT %s')
+        before = {
+            'enrollments': bulk.execute('SELECT e.next_step, e.next_run_at, '
+                'e.last_step_at, e.write_uid, e.write_date, e.id ' + due,
+                (now, args.due)).fetchall(),
+            'leads': bulk.execute('SELECT l.status, l.write_uid, '
+                'l.write_date, l.id ' + due, (now, args.due)).fetchall(),
+            'conversation': bulk.max_id('crm_conversation'),
+            }
         transaction.rollback()
         columns = ['lead', 'enrollment', 'step', 'direction', 'channel',
             'kind', 'status', 'address', 'template_name',
@@ -317,10 +341,10 @@ def time_raw(database, user_id, context, args):
             ', '.join(f'"{c}"' for c in columns),
             ', '.join([bulk.mark] * len(columns)))
         start = time.perf_counter()
+        last_message, = bulk.execute(
+            'SELECT COALESCE(MAX(id), 0) FROM crm_message').fetchone()
         rows = bulk.execute(
-            'SELECT e.id, e.lead, l.whatsapp, l.name, l.city '
-            'FROM crm_enrollment AS e JOIN crm_lead AS l ON l.id = e.lead '
-            'WHERE e.next_run_at <= %s ORDER BY e.next_run_at LIMIT %s',
+            'SELECT e.id, e.lead, l.whatsapp, l.name, l.city ' + due,
             (now, args.due)).fetchall()
         bulk.cursor.executemany(insert, [
                 (lead, enrollment, step.id, 'outbound', 'whatsapp',
@@ -335,9 +359,47 @@ def time_raw(database, user_id, context, args):
             f'WHERE id IN ({", ".join(["%s"] * len(ids))})',
             [next_step, now + dt.timedelta(days=2), now, user_id, now]
             + ids)
+        bulk.execute(
+            'INSERT INTO crm_conversation (lead, last_message, '
+            'last_message_at, changed_at, state, unread, waiting, '
+            'create_uid, create_date) '
+            "SELECT lead, id, at, %s, 'open', 0, %s, %s, %s "
+            'FROM crm_message WHERE id > %s',
+            (now, False, user_id, now, last_message))
+        leads = [r[1] for r in rows]
+        bulk.execute(
+            "UPDATE crm_lead SET status = 'contacted', write_uid = %s, "
+            f'write_date = %s WHERE id IN ({", ".join(["%s"] * len(leads))}) '
+            "AND status = 'new'", [user_id, now] + leads)
+        transaction.commit()
         seconds = time.perf_counter() - start
-        transaction.rollback()
+        undo(bulk, before, last_message)
+        transaction.commit()
+    if backend.name == 'postgresql':
+        # The undone rows are dead tuples in the tables and indexes our
+        # tick runs on next: gone by then, as autovacuum would leave them
+        # between two ticks.
+        with Transaction().start(database, user_id, context=context,
+                autocommit=True) as transaction:
+            cursor = transaction.connection.cursor()
+            for table in ['crm_enrollment', 'crm_lead', 'crm_message',
+                    'crm_conversation']:
+                cursor.execute(f'VACUUM ANALYZE {table}')
     return {'seconds': seconds, 'rows': len(rows), 'plan': plan}
+
+
+def undo(bulk, before, last_message):
+    "Put back what the raw bound changed, from the rows read before it."
+    bulk.execute('DELETE FROM crm_conversation WHERE id > %s',
+        (before['conversation'],))
+    bulk.execute('DELETE FROM crm_message WHERE id > %s', (last_message,))
+    bulk.cursor.executemany(('UPDATE crm_enrollment SET next_step = %s, '
+            'next_run_at = %s, last_step_at = %s, write_uid = %s, '
+            'write_date = %s WHERE id = %s').replace('%s', bulk.mark),
+        before['enrollments'])
+    bulk.cursor.executemany(('UPDATE crm_lead SET status = %s, '
+            'write_uid = %s, write_date = %s WHERE id = %s').replace(
+            '%s', bulk.mark), before['leads'])
 
 
 def time_peer(database, user_id, context, args):
@@ -621,7 +683,9 @@ def tick_table(r):
             f"activities done)", peer['seconds'], due),
         (f"raw-SQL bound: one SELECT of the {raw['rows']:,} due with their "
             f"lead, one executemany INSERT of their messages, one UPDATE of "
-            f"them, rolled back", raw['seconds'], raw['rows']),
+            f"them, one INSERT of the leads' conversations, one UPDATE of "
+            f"the leads to contacted; committed", raw['seconds'],
+            raw['rows']),
         ]
     return [
         f"| one cron tick, {due:,} due of {count:,} | seconds | due/s | "

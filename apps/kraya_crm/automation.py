@@ -1079,7 +1079,7 @@ class Message(metaclass=PoolMeta):
         super().on_modification(mode, messages, field_names=field_names)
         if mode == 'create':
             trigger = 'message_received'
-            messages = [m for m in messages if m.direction == 'inbound']
+            messages = cls.from_leads(messages)
         elif mode == 'write' and 'status' in (field_names or ()):
             trigger = 'message_failed'
             messages = [m for m in messages if m.direction == 'outbound'

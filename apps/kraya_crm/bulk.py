@@ -12,7 +12,9 @@ import collections
 import contextlib
 import contextvars
 import functools
+import operator
 from itertools import chain
+from types import SimpleNamespace
 
 from sql import Column, Select
 from sql.functions import CurrentTimestamp
@@ -23,9 +25,9 @@ from trytond.pool import Pool
 from trytond.tools import grouped_slice
 from trytond.transaction import Transaction, without_check_access
 
-# New records browsed together for the hooks that follow their insert. The
-# hooks read little of them (a slice is read at once when one is read), and
-# browsing n records costs Tryton n² checks.
+# Records browsed together for the hooks that follow their insert or
+# update. The hooks read little of them (a slice is read at once when one
+# is read), and browsing n records costs Tryton n² checks.
 BROWSE_SLICE = 20
 
 # The model and ids of records whose values the caller already checked
@@ -52,6 +54,61 @@ def _values_checked():
         _checked_values.reset(token)
 
 
+def browse(Model, ids):
+    """The records of the ids, browsed BROWSE_SLICE at a time: Tryton's
+    browse checks every id of the list for each record it makes."""
+    return list(chain.from_iterable(Model.browse(sub_ids)
+            for sub_ids in grouped_slice(ids, BROWSE_SLICE)))
+
+
+def plain_values(records, names):
+    """The values of these plain fields of the records, each record's as an
+    object with them as attributes (a Many2One as its id): from the
+    transaction's cache, where create_in_bulk leaves them, and what is
+    missing read in one query. A hook over the thousands of
+    records a bulk call makes reads them so, not through each record's
+    attributes (Tryton's loading machinery at every one)."""
+    return [SimpleNamespace(id=r.id, **dict(zip(names, values)))
+        for r, values in zip(records, _values_of(records, names))]
+
+
+def column_values(records, name):
+    "The value of one plain field of each record, as plain_values reads it."
+    return [values[0] for values in _values_of(records, [name])]
+
+
+def _values_of(records, names):
+    "A tuple of the values of the names for each record (plain_values)."
+    if not records:
+        return []
+    Model = records[0].__class__
+    cache = Transaction().get_cache()[Model.__name__]
+    getter = _tuple_of(operator.attrgetter, names)
+    found, missing = {}, []
+    for record in records:
+        try:
+            found[record.id] = getter(cache.get(record.id))
+        except AttributeError:
+            missing.append(record.id)
+    if missing:
+        with without_check_access():
+            for sub_ids in grouped_slice(missing, backend.MAX_QUERY_PARAMS):
+                for row in Model.read(list(sub_ids), names):
+                    found[row['id']] = tuple(row[n] for n in names)
+    return [found[r.id] for r in records]
+
+
+def _tuple_of(getter, keys):
+    """operator.itemgetter or attrgetter of the keys, always giving a
+    tuple (theirs gives the value alone for one key)."""
+    if len(keys) == 1:
+        get = getter(keys[0])
+        return lambda item: (get(item),)
+    if not keys:
+        return lambda item: ()
+    return getter(*keys)
+
+
 def _sql_format(field):
     """The field's sql_format; for text, which the caller hands over
     cleaned, only the strip that sql_format would do. Other values (states,
@@ -60,6 +117,10 @@ def _sql_format(field):
         return str.strip
     if isinstance(field, fields.Char) and not field.strip:
         return str
+    if isinstance(field, fields.Many2One):
+        # An id, most often: as is; each value differs, no cache helps.
+        return lambda value: value if type(value) is int \
+            else field.sql_format(value)
     return functools.lru_cache(maxsize=1024)(field.sql_format)
 
 
@@ -71,25 +132,6 @@ PLAIN_TYPES = {'char', 'text', 'selection', 'many2one', 'integer', 'bigint',
 def _rememberable(field):
     return (field._type in PLAIN_TYPES
         and not getattr(field, 'translate', False))
-
-
-def prefetch(records, names):
-    """Read these plain fields of the records in one query per slice
-    into the transaction's cache, where their attributes look first, as
-    Tryton's own reads do: reading one of them then costs no query, where
-    an attribute read alone loads every eager field of its list."""
-    if not records:
-        return
-    Model = records[0].__class__
-    names = [n for n in names if _rememberable(Model._fields[n])
-        and not isinstance(Model._fields[n], fields.Function)
-        and Model._fields[n]._type != 'many2one']
-    cache = Transaction().get_cache()[Model.__name__]
-    ids = list({r.id for r in records})
-    with without_check_access():
-        for sub_ids in grouped_slice(ids, backend.MAX_QUERY_PARAMS):
-            for row in Model.read(list(sub_ids), names):
-                cache[row.pop('id')]._update(**row)
 
 
 def _same_values_key(values, record):
@@ -202,8 +244,7 @@ class BulkWrite:
         hooks before and after, but one prepared UPDATE per set of fields
         instead of one statement per record, and without the per-field
         checks of the values (as create_in_bulk)."""
-        records = list(chain.from_iterable(cls.browse(sub_ids)
-                for sub_ids in grouped_slice(list(fills), BROWSE_SLICE)))
+        records = browse(cls, list(fills))
         # Records with the same values go as one pair, as a write of them
         # together would: the checks and hooks run per pair (on_write of
         # a thousand leads made contacted at once is one call, not 1,000).
@@ -224,24 +265,55 @@ class BulkWrite:
         cursor = transaction.connection.cursor()
         table = cls.__table__()
         by_names = collections.defaultdict(list)
-        for records, values in zip(args[::2], args[1::2]):
+        # CURRENT_TIMESTAMP, asked once: SQLite would call Tryton's now()
+        # for every row updated.
+        write_date = cls._create_date(cursor)
+
+        def update(names, where):
+            columns = [table.write_uid] + [Column(table, n) for n in names]
+            return tuple(table.update(columns + [table.write_date],
+                    [0] * (len(columns) + 1), where=where))
+        for alike, values in zip(args[::2], args[1::2]):
             names = tuple(sorted(values))
             formatted = [transaction.user] + [
-                cls._fields[n].sql_format(values[n]) for n in names]
-            by_names[names].extend(formatted + [r.id] for r in records)
+                cls._fields[n].sql_format(values[n]) for n in names] + [
+                write_date]
+            if len(alike) == 1:
+                by_names[names].append(formatted + [alike[0].id])
+                continue
+            # Alike records (the leads made contacted, the enrollments
+            # moved on to the same step): one statement for them all.
+            for sub_ids in grouped_slice([r.id for r in alike],
+                    backend.MAX_QUERY_PARAMS - len(formatted)):
+                query, params = update(names, fields.SQL_OPERATORS['in'](
+                        table.id, list(sub_ids)))
+                cursor.execute(query, formatted + list(params[len(formatted):]))
         for names, params in by_names.items():
-            columns = [table.write_uid] + [Column(table, n) for n in names]
-            query, _ = tuple(table.update(
-                    columns + [table.write_date],
-                    [0] * len(columns) + [CurrentTimestamp()],
-                    where=table.id == 0))
+            # Each record its own values: one prepared statement.
+            query, _ = update(names, table.id == 0)
             cursor.executemany(query, params)
         cls._ModelSQL__check_domain_rule(ids, 'write')
         checked = _checked_ids.set((cls.__name__, frozenset(ids)))
         try:
-            cls._after_write(ids, field_names, on_write, trigger_eligibles)
+            cls._after_fill_in_bulk(records, field_names, on_write,
+                trigger_eligibles)
         finally:
             _checked_ids.reset(checked)
+
+    @classmethod
+    def _after_fill_in_bulk(cls, records, field_names, on_write,
+            trigger_eligibles):
+        """ModelStorage._after_write (validate, on_modification, on_write
+        and triggers) on the records written, browsed BROWSE_SLICE at a
+        time (_before_write emptied their caches)."""
+        with without_check_access():
+            cls._validate(records, field_names=field_names)
+            cls._compute_fields(records, field_names=field_names)
+            cls.on_modification('write', records, field_names)
+            for method in on_write:
+                method()
+            for trigger, triggered in trigger_eligibles.items():
+                trigger.queue_trigger_action(triggered)
 
     @classmethod
     def _remember(cls, ids, names, rows):
@@ -251,12 +323,18 @@ class BulkWrite:
         The first write of the transaction clears the cache, as ever."""
         columns = [(i, n) for i, n in enumerate(names)
             if n in cls._fields and _rememberable(cls._fields[n])]
-        unset = dict.fromkeys(n for n, f in cls._fields.items()
+        unset = [n for n, f in cls._fields.items()
             if n not in names and n != 'id' and _rememberable(f)
-            and not isinstance(f, fields.Function))
+            and not isinstance(f, fields.Function)]
+        kept = [n for _, n in columns] + unset
+        pick = _tuple_of(operator.itemgetter, [i for i, _ in columns])
+        nulls = (None,) * len(unset)
         cache = Transaction().get_cache()[cls.__name__]
         for id_, row in zip(ids, rows):
-            cache[id_]._update(**unset, **{n: row[i] for i, n in columns})
+            entry = cache[id_]
+            # A loop of setattr: the cache's records have slots, no dict.
+            for name, value in zip(kept, pick(row) + nulls):
+                setattr(entry, name, value)
 
     @classmethod
     def _after_create_in_bulk(cls, ids):
@@ -267,8 +345,7 @@ class BulkWrite:
         Trigger = Pool().get('ir.trigger')
         transaction = Transaction()
         check_access = transaction.user and transaction.check_access
-        records = list(chain.from_iterable(cls.browse(sub_ids)
-                for sub_ids in grouped_slice(ids, BROWSE_SLICE)))
+        records = browse(cls, ids)
         with without_check_access():
             triggers = Trigger.get_triggers(cls.__name__, 'create')
             cls._validate(records)

@@ -12,13 +12,15 @@ from dataclasses import dataclass
 from sql import Literal, Null
 from sql.aggregate import Max
 
+from trytond import backend
 from trytond.i18n import gettext
 from trytond.model import Index, ModelSQL, ModelView, Unique, fields
 from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval
+from trytond.tools import grouped_slice
 from trytond.transaction import Transaction, without_check_access
 
-from .bulk import BulkWrite
+from .bulk import BulkWrite, browse, plain_values
 from .message import utcnow
 
 WHATSAPP_WINDOW = dt.timedelta(hours=24)
@@ -41,6 +43,10 @@ class LoggedCall:
     outcome: str  # one of CALL_OUTCOMES
     duration: dt.timedelta = None
     note: str = None
+
+
+# What a conversation reads of its new messages.
+TIMELINE_FIELDS = ['lead', 'at', 'channel', 'direction', 'author']
 
 
 def is_human_answer(message):
@@ -164,7 +170,7 @@ class Conversation(BulkWrite, ModelSQL, ModelView):
     @classmethod
     def of_leads(cls, leads):
         "The conversations of these leads, by lead id, made when missing."
-        found = cls._existing(leads)
+        found = cls._existing([l.id for l in leads])
         missing = [l.id for l in {l.id: l for l in leads}.values()
             if l.id not in found]
         if missing:
@@ -174,30 +180,42 @@ class Conversation(BulkWrite, ModelSQL, ModelView):
         return found
 
     @classmethod
-    def _existing(cls, leads):
-        "The conversations these leads have already, by lead id."
-        return {c.lead.id: c for c in cls.search([
-                    ('lead', 'in', list({l.id for l in leads})),
-                    ])}
+    def _existing(cls, lead_ids):
+        """The conversations these leads have already, by lead id: a query
+        by the index on lead (a lead has one), whoever asks."""
+        table = cls.__table__()
+        cursor = Transaction().connection.cursor()
+        found = {}
+        for sub_ids in grouped_slice(list(set(lead_ids)),
+                backend.MAX_QUERY_PARAMS):
+            cursor.execute(*table.select(table.lead, table.id,
+                    where=fields.SQL_OPERATORS['in'](
+                        table.lead, list(sub_ids))))
+            found.update(cursor)
+        return dict(zip(found, browse(cls, list(found.values()))))
 
     @classmethod
     def note_messages(cls, messages):
         """Bring the conversations of new timeline messages up to date: a
         message from the lead adds to unread, makes it waiting and brings
         a done or snoozed conversation back; a human answer ends waiting.
-        A lead's first message starts its conversation."""
+        A lead's first message starts its conversation. The messages are
+        their plain values (TIMELINE_FIELDS, a Many2One as its id)."""
         with without_check_access():
             conversations = cls._existing([m.lead for m in messages])
+            known = dict(zip(conversations, plain_values(
+                        list(conversations.values()), ['last_message_at',
+                            'unread', 'last_inbound_at', 'last_answer_at'])))
         now = utcnow()
         changes = {}
 
         def before(lead_id, name):
             "The conversation's value before these messages."
-            conversation = conversations.get(lead_id)
-            return getattr(conversation, name) if conversation else None
+            values = known.get(lead_id)
+            return getattr(values, name) if values else None
 
         for message in sorted(messages, key=lambda m: (m.at, m.id)):
-            lead_id = message.lead.id
+            lead_id = message.lead
             values = changes.setdefault(lead_id, {'changed_at': now})
             # Internal ones (notes, events, alerts to staff) do not talk
             # to the lead.
@@ -371,9 +389,10 @@ class Message(metaclass=PoolMeta):
         Lead = pool.get('crm.lead')
         super().on_modification(mode, messages, field_names=field_names)
         if mode == 'create':
-            Conversation.note_messages(messages)
-            Lead.record_first_responses(
-                [m for m in messages if is_human_answer(m)])
+            plain = plain_values(messages, TIMELINE_FIELDS)
+            Conversation.note_messages(plain)
+            Lead.record_first_responses([m for m, v in zip(messages, plain)
+                    if is_human_answer(v)])
         elif mode == 'write':
             # A delivery status or a download: the open thread shows it.
             Conversation.touch([m.lead for m in messages])

@@ -255,8 +255,7 @@ class Message(EventSource, metaclass=PoolMeta):
         Event = Pool().get('crm.event')
         super().on_modification(mode, messages, field_names=field_names)
         if mode == 'create':
-            Event.happened('message.received',
-                [m for m in messages if m.direction == 'inbound'])
+            Event.happened('message.received', cls.from_leads(messages))
 
 
 class Task(EventSource, metaclass=PoolMeta):

@@ -28,6 +28,7 @@ from trytond.pool import Pool, PoolMeta
 from trytond.rpc import RPC
 from trytond.transaction import Transaction
 
+from .bulk import plain_values
 from .exceptions import ButtonsError
 from .http import setting
 from .message import utcnow
@@ -168,7 +169,6 @@ class Message(metaclass=PoolMeta):
                     (t.send_after, Index.Range())),
                 Index(t, (t.status, Index.Equality()),
                     (t.sending_at, Index.Range())),
-                Index(t, (t.enrollment, Index.Range())),
                 })
 
     @classmethod
@@ -178,7 +178,7 @@ class Message(metaclass=PoolMeta):
     @classmethod
     def validate(cls, messages):
         super().validate(messages)
-        for message in messages:
+        for message in plain_values(messages, ['direction', 'buttons']):
             if message.direction == 'outbound' and message.buttons:
                 try:
                     titles = json.loads(message.buttons)

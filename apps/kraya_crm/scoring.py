@@ -594,8 +594,7 @@ class Message(metaclass=PoolMeta):
     def on_modification(cls, mode, messages, field_names=None):
         super().on_modification(mode, messages, field_names=field_names)
         if mode == 'create':
-            cls._score_inbound([m for m in messages
-                    if m.direction == 'inbound'])
+            cls._score_inbound(cls.from_leads(messages))
 
     @classmethod
     def _score_inbound(cls, messages):

@@ -250,6 +250,9 @@ class Lead(metaclass=PoolMeta):
     def measure_first_responses(cls, leads):
         "The answer stops the clock: store the working time it took."
         Calendar = Pool().get('crm.business_calendar')
+        if not leads:
+            # A follow-up tick's messages: no teammate answered anyone.
+            return
         calendar = Calendar.get_default()
         leads = cls.browse(list({l.id for l in leads}))
         to_write = []

@@ -1,6 +1,7 @@
 """Follow-up sequences in the database: enrolment, the engine's steps,
 business hours, replies, stage moves and silence."""
 import datetime as dt
+import gc
 import io
 import unittest
 
@@ -9,6 +10,8 @@ from trytond.modules.company.tests import create_company, set_company
 from trytond.pool import Pool
 from trytond.tests.test_tryton import activate_module, with_transaction
 
+from .. import cron_process
+from ..engine import DueFollowUp, StepValues
 from ..message import utcnow
 from .plans import full_scans
 
@@ -155,6 +158,45 @@ class SequenceTestCase(unittest.TestCase):
             self.assertEqual(lead.__class__(lead.id).status, 'contacted')
 
     @with_transaction()
+    def test_failed_step_stops_its_follow_up_with_the_error(self):
+        pool = Pool()
+        Lead = pool.get('crm.lead')
+        Enrollment = pool.get('crm.enrollment')
+        with set_company(create_company()):
+            sequence = make_sequence([TEXT, {**TEXT, 'delay': 2}])
+            lead = whatsapp_lead()
+            enrollment, = Enrollment.enrol(sequence, [(lead, None)])
+            Enrollment._stop_failed(enrollment,
+                ValueError("the template was deleted"))
+            enrollment = Enrollment(enrollment.id)
+            self.assertEqual((enrollment.state, enrollment.stop_reason,
+                    enrollment.next_run_at), ('stopped', 'failed', None))
+            message, = Lead(lead.id).messages
+            self.assertEqual((message.status, message.step, message.body),
+                ('skipped', sequence.steps[0], sequence.steps[0].name))
+            self.assertIn("the template was deleted", message.error_message)
+
+    @with_transaction()
+    def test_cron_process_freezes_its_loaded_objects_once(self):
+        Cron = Pool().get('ir.cron')
+        self.assertTrue(issubclass(Cron, cron_process.Cron))
+        cron_process._frozen = False
+        gc.unfreeze()
+        try:
+            cron_process.freeze_loaded_objects()
+            # The pool's classes and their fields are among them.
+            self.assertGreater(gc.get_freeze_count(), 10_000)
+            # The count is no witness for the second call: a frozen object
+            # that dies leaves it. An object made after the first call is:
+            # frozen objects are in no generation get_objects() lists.
+            made_after = [Cron]
+            cron_process.freeze_loaded_objects()
+            self.assertTrue(
+                any(o is made_after for o in gc.get_objects()))
+        finally:
+            gc.unfreeze()
+
+    @with_transaction()
     def test_nothing_due_runs_nothing(self):
         Enrollment = Pool().get('crm.enrollment')
         with set_company(create_company()):
@@ -204,7 +246,11 @@ class SequenceTestCase(unittest.TestCase):
             lead = whatsapp_lead()
             enrollment, = Enrollment.enrol(sequence, [(lead, None)])
             run()
-            again = enrollment._message(sequence.steps[0], utcnow())
+            # The first step's message again, as the engine would queue it.
+            step, = sequence.steps
+            follow_up, = DueFollowUp.read([enrollment], utcnow())
+            again = Message(**follow_up.message_values(
+                    StepValues.of([step])[step.id], utcnow()))
             with self.assertRaises(UserError):
                 Message.save([again])
 
