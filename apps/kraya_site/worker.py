@@ -32,13 +32,18 @@ class QueueConnectionLost(Exception):
     "trytond-worker's connection to the queue is broken."
 
 
-def exit_when_disconnected(Queue):
-    """trytond.worker's Queue, raising QueueConnectionLost once its own
-    connection (LISTEN, pull) is broken, instead of failing the same way
-    forever."""
+def site_queue(Queue):
+    """trytond.worker's Queue with two mends:
+    - it raises QueueConnectionLost once its own connection (LISTEN, pull)
+      is broken, instead of failing the same way forever;
+    - with nothing due, it says when the next task scheduled for later is
+      due. trytond's pull tells that only along with a task it takes, so
+      the worker slept its whole timeout (a minute) past a task queued for
+      a few seconds later (an outbox send after WhatsApp's pair limit, a
+      retry) unless another task woke it."""
     from trytond import backend
 
-    class ExitingQueue(Queue):
+    class SiteQueue(Queue):
         def _check(self, call, *args):
             try:
                 return call(*args)
@@ -49,11 +54,28 @@ def exit_when_disconnected(Queue):
                 raise
 
         def pull(self, name=None):
-            return self._check(super().pull, name)
+            task_id, next_ = self._check(super().pull, name)
+            if task_id is None and next_ is None:
+                next_ = self._check(self._next_scheduled, name)
+            return task_id, next_
+
+        def _next_scheduled(self, name=None):
+            "Seconds until the next task scheduled for later, or None."
+            cursor = self.connection.cursor()
+            query = ('SELECT EXTRACT(EPOCH FROM MIN(scheduled_at) '
+                '- CURRENT_TIMESTAMP) FROM ir_queue WHERE dequeued_at IS NULL '
+                'AND scheduled_at IS NOT NULL')
+            params = ()
+            if name:
+                query += ' AND name = %s'
+                params = (name,)
+            cursor.execute(query, params)
+            seconds, = cursor.fetchone()
+            return None if seconds is None else max(float(seconds), 0.01)
 
         def get_notifications(self):
             return self._check(super().get_notifications)
-    return ExitingQueue
+    return SiteQueue
 
 
 def poll(database_name, name=None):
@@ -120,7 +142,7 @@ def main():
         import trytond.worker as worker
         from trytond.pool import Pool
         Pool.start()
-        worker.Queue = exit_when_disconnected(worker.Queue)
+        worker.Queue = site_queue(worker.Queue)
         try:
             worker.work(options)
         except QueueConnectionLost as exception:
