@@ -44,8 +44,8 @@ WINDOW = dt.timedelta(hours=24)
 # At most one message per recipient in a batch: WhatsApp refuses a second
 # one to the same user within about six seconds (131056).
 PAIR_INTERVAL = dt.timedelta(seconds=6)
-# How far ahead a busy outbox task waits for the next message, rather than
-# ending and leaving it to the next wake-up.
+# How far ahead an outbox task with nothing left to send queues the task
+# for the next message, rather than leaving it to the cron's next wake-up.
 SOON = 10
 CALLBACK_PREFIX = 'kraya:'
 DEFAULT_UPLOAD_RETRY = 60
@@ -265,22 +265,31 @@ class Message(metaclass=PoolMeta):
                 return row[0]
 
     @classmethod
-    def wake_outbox(cls):
-        """Queue a task to send what is due, unless one is waiting (it takes
-        everything due). The cron calls it every minute, so a retry whose
-        time has come or a send a dead worker left is picked up."""
+    def wake_outbox(cls, delay=None):
+        """Queue a task to send what is due (in `delay`, a timedelta, when
+        given), unless one is waiting to run by then (it takes everything
+        due). The cron calls it every minute, so a retry whose time has
+        come or a send a dead worker left is picked up."""
         pool = Pool()
         Queue = pool.get('ir.queue')
-        due = cls.outbox_due_one()
+        due = cls.outbox_due_one(
+            utcnow() + delay if delay else None)
         if due is None:
             return
         queue = Queue.__table__()
+        # ir.queue's clock, as its push stamps scheduled_at with it.
+        by = dt.datetime.now() + (delay or dt.timedelta())
         cursor = Transaction().connection.cursor()
+        # A task scheduled later does not count: a message due now would
+        # wait for it.
         cursor.execute(*queue.select(queue.id, where=(
-                    queue.name == QUEUE_NAME) & (queue.dequeued_at == Null),
+                    queue.name == QUEUE_NAME) & (queue.dequeued_at == Null)
+                & ((queue.scheduled_at == Null)
+                    | (queue.scheduled_at <= by)),
                 limit=1))
         if not cursor.fetchone():
-            with Transaction().set_context(queue_name=QUEUE_NAME):
+            with Transaction().set_context(queue_name=QUEUE_NAME,
+                    queue_scheduled_at=delay):
                 # The queue wants records: the task sends all that is due.
                 cls.__queue__.send_outbox([due])
 
@@ -301,14 +310,17 @@ class Message(metaclass=PoolMeta):
                 return
             if not claimed:
                 # A second message to the same person (a text, then the
-                # brochure) waits out WhatsApp's pair limit here, rather
-                # than until the cron's next wake-up a minute later.
-                wait = cls._next_due_within(
-                    min(SOON, deadline - time.monotonic()))
-                if wait is None:
-                    return
-                time.sleep(wait)
-                continue
+                # brochure) waits out WhatsApp's pair limit in a task
+                # queued for its time, rather than until the cron's next
+                # wake-up a minute later. Not here: a task asleep holds one
+                # of the worker's processes, which the leads writing to us
+                # meanwhile wait for.
+                wait = cls._next_due_within(SOON)
+                if wait is not None:
+                    with Transaction().new_transaction() as transaction:
+                        cls.wake_outbox(dt.timedelta(seconds=wait))
+                        transaction.commit()
+                return
             for message_id in claimed:
                 cls._send_claimed(message_id)
 

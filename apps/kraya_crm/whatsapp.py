@@ -16,6 +16,7 @@ import hmac
 import logging
 
 from sql import Null
+from sql.functions import CurrentTimestamp
 from sql.operators import Exists
 
 from trytond import backend
@@ -401,9 +402,12 @@ class Inbox(ModelSQL, ModelView):
         transaction = Transaction()
         insert, params, waiting = cls._accept_sql(transaction.database)
         cursor = transaction.connection.cursor()
-        if backend.name == 'sqlite':
+        if (backend.name == 'sqlite'
+                and not transaction.connection.in_transaction):
             # trytond's NORMAL loses the last commits on a power cut, and
-            # a 200 tells Meta not to send this body again.
+            # a 200 tells Meta not to send this body again. (The request
+            # has written nothing before; SQLite refuses the change inside
+            # a transaction, as in a module test.)
             cursor.execute('PRAGMA synchronous = FULL')
         now = utcnow()
         cursor.execute(
@@ -427,8 +431,13 @@ class Inbox(ModelSQL, ModelView):
         if key not in _accept_statements:
             Queue = Pool().get('ir.queue')
             table, queue = cls.__table__(), Queue.__table__()
+            # A task put off until later (trytond reschedules one the
+            # database failed) does not count: the delivery would wait
+            # for it.
             waiting = queue.select(queue.id, where=(
-                    queue.name == QUEUE_NAME) & (queue.dequeued_at == Null),
+                    queue.name == QUEUE_NAME) & (queue.dequeued_at == Null)
+                & ((queue.scheduled_at == Null)
+                    | (queue.scheduled_at <= CurrentTimestamp())),
                 limit=1)
             insert = table.insert(
                 [table.received_at, table.body, table.create_date,

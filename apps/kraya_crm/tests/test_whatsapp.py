@@ -1,4 +1,5 @@
 "Reading WhatsApp deliveries, and replaying a kept one."
+import datetime as dt
 import io
 import json
 import unittest
@@ -10,7 +11,7 @@ from trytond.tests.test_tryton import activate_module, with_transaction
 from kraya_crm.exceptions import NoCompanyError
 from kraya_crm.http import RateLimiter
 from kraya_crm.whatsapp import (
-    Delivery, WebhookError, message_content, signature_valid)
+    QUEUE_NAME, Delivery, WebhookError, message_content, signature_valid)
 
 
 def delivery(value):
@@ -113,6 +114,34 @@ class ReplayTestCase(unittest.TestCase):
         DeadLetter.replay([letter])
         lead, = Lead.search([('phone', '=', '+919811122233')])
         self.assertEqual((lead.name, letter.state), ("Ravi Iyer", 'replayed'))
+
+
+class AcceptTestCase(unittest.TestCase):
+    "The webhook's request stores the body and makes sure a task takes it."
+
+    @classmethod
+    def setUpClass(cls):
+        activate_module('kraya_crm')
+
+    @with_transaction()
+    def test_one_task_waits_and_one_put_off_does_not_count(self):
+        pool = Pool()
+        Inbox = pool.get('crm.whatsapp.inbox')
+        Queue = pool.get('ir.queue')
+
+        def waiting():
+            return Queue.search([('name', '=', QUEUE_NAME),
+                    ('dequeued_at', '=', None)], order=[('id', 'ASC')])
+        body = json.dumps(MESSAGE).encode()
+        Inbox.accept(body)
+        Inbox.accept(body)
+        task, = waiting()
+        # As trytond puts off a task the database failed.
+        Queue.write([task], {'scheduled_at': dt.datetime.now()
+                + dt.timedelta(minutes=10)})
+        Inbox.accept(body)
+        later, now = waiting()
+        self.assertEqual((later.id, now.scheduled_at), (task.id, None))
 
 
 class NoCompanyTestCase(unittest.TestCase):
