@@ -367,3 +367,36 @@ def test_task_of_a_worker_that_died_is_queued_again_and_a_running_one_is_not(
     owner, = production.sql('SELECT owner FROM crm_lead WHERE id = %s',
         (lead_id,))[0]
     assert owner, "the lead was never assigned"
+
+
+CAPTURE_RACE = '''
+from trytond import backend
+Lead = pool.get('crm.lead')
+company, = pool.get('company.company').search([], limit=1)
+person = [{{'name': "Farah Khan", 'phone': '{number}', 'whatsapp': '{number}'}}]
+with transaction.set_context(company=company.id):
+    # This capture's snapshot is taken before the other one commits, as
+    # when two workers each take a delivery of one new sender.
+    Lead.search([], limit=1)
+    with transaction.new_transaction() as other:
+        Lead.capture(person, source='whatsapp')
+        other.commit()
+    try:
+        Lead.capture(person, source='whatsapp')
+        print('created a second lead')
+    except backend.DatabaseOperationalError:
+        print('conflict: run again')
+    transaction.rollback()
+    with transaction.new_transaction():
+        (lead, created), = Lead.capture(person, source='whatsapp')
+        print('created' if created else 'found the first lead')
+'''
+
+
+def test_two_captures_of_one_person_at_once_make_one_lead(production):
+    number = '+' + new_wa_id()
+    output = production.console(CAPTURE_RACE.format(number=number))
+    assert output.split('\n')[:2] == [
+        'conflict: run again', 'found the first lead'], output
+    assert production.sql("SELECT count(*) FROM crm_lead WHERE whatsapp = %s",
+        (number,)) == [(1,)]

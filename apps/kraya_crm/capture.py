@@ -2,6 +2,7 @@
 hands its people to Lead.capture, which matches them on phone, WhatsApp
 number or email and creates only those it does not know."""
 import contextlib
+import hashlib
 
 from sql import Flavor
 
@@ -24,6 +25,11 @@ IDENTITY_FIELDS = ('phone', 'whatsapp', 'email')
 # PostgreSQL weighs each key of a list as a random page read: with 300 it
 # scanned the whole table until it held some 100,000 leads.
 IDENTITY_SLICE = 100
+# Captures of the same person wait for each other on one of these advisory
+# locks (a capture of 500 senders holds at most 500), numbered from a base
+# of their own.
+IDENTITY_SLOTS = 1024
+IDENTITY_SLOT_BASE = 0x4B52_0000
 
 
 def capture_company():
@@ -50,6 +56,13 @@ def identity_keys(values):
     if values.get('email'):
         keys.add(('email', normalize_email(values['email'])))
     return keys
+
+
+def identity_slot(key):
+    """The advisory lock of a key: one of IDENTITY_SLOTS, the same in
+    every process (Python's hash() is salted per process)."""
+    digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, 'big') % IDENTITY_SLOTS + IDENTITY_SLOT_BASE
 
 
 @contextlib.contextmanager
@@ -135,6 +148,32 @@ class Lead(metaclass=PoolMeta):
         return found
 
     @classmethod
+    def _hold_identities(cls, keys, known):
+        """Keep these keys to this transaction until it ends, so that two
+        captures of one person at once (two workers each with a delivery
+        of theirs) do not both create a lead. On PostgreSQL, whose
+        transactions read a snapshot taken at their first query: wait for
+        the keys' locks, then ask again with a fresh snapshot. A lead made
+        by a capture that committed meanwhile is not in `known`; raise
+        then, as for any conflict between transactions, for the caller
+        (the worker's task, the request) to run again. SQLite has one
+        writer at a time."""
+        if backend.name != 'postgresql' or not keys:
+            return
+        transaction = Transaction()
+        cursor = transaction.connection.cursor()
+        # Slots, not keys: PostgreSQL keeps a few thousand locks in all.
+        slots = sorted({identity_slot(key) for key in keys})
+        cursor.execute('SELECT pg_advisory_xact_lock(slot) '
+            'FROM unnest(%s::bigint[]) AS slot ORDER BY slot', (slots,))
+        cursor.fetchall()
+        with transaction.new_transaction(readonly=True):
+            committed = {row['id'] for row in cls._identity_rows(keys, [])}
+        if committed - {lead.id for lead in known.values()}:
+            raise backend.DatabaseOperationalError(
+                "a lead of these people was captured meanwhile: run again")
+
+    @classmethod
     def suppressed_keys(cls, keys):
         """The keys among these of people erased on their request: every
         channel's capture asks here (Lead.capture, and the importer for
@@ -159,6 +198,7 @@ class Lead(metaclass=PoolMeta):
             *(identity_keys(v) for v in vlist)) if vlist else set()
         suppressed = cls.suppressed_keys(every_key)
         known = cls.find_by_identity(every_key - suppressed)
+        cls._hold_identities(every_key - suppressed, known)
         results, to_create, to_fill = [], [], {}
         for values in vlist:
             keys = identity_keys(values)
