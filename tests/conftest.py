@@ -139,18 +139,27 @@ def serving(site, log_path):
         [sites.bin_path('python'), '-m', 'kraya_site.worker', *config],
         env=site.environ(), stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True)
+    # The list the tests see: a test that restarts the worker puts its new
+    # one here, to be stopped with the rest.
+    processes = [web, worker]
     try:
         wait_for(site.url, web)
-        yield [web, worker]
+        yield processes
     finally:
-        for process in [web, worker]:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            finally:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
+        for process in processes:
+            stop_group(process)
         log.close()
+
+
+def stop_group(process):
+    """End a process started in a session of its own, and what it forked:
+    trytond-worker's pool processes outlive a SIGTERM to their parent."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope='session')

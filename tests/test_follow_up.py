@@ -2,6 +2,7 @@
 Cloud API simulator and a real SMTP server. A lead writes on WhatsApp, is
 enrolled, gets step 1 on WhatsApp and step 2 by email, replies, and the
 sequence stops with a task for the owner."""
+import os
 import random
 import signal
 import subprocess
@@ -10,7 +11,7 @@ import pytest
 
 from kraya_site import sites
 
-from .conftest import TEST_DATABASE, eventually
+from .conftest import TEST_DATABASE, eventually, stop_group
 
 ALWAYS = {
     'business_days': ['0', '1', '2', '3', '4', '5', '6'],
@@ -216,7 +217,8 @@ def start_worker(crm_site):
     return subprocess.Popen([sites.bin_path('python'), '-m',
             'kraya_site.worker', '-c', str(site.config_file),
             '-d', site.database], env=site.environ(),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
 
 
 def sends_by_message(sim, ids):
@@ -251,7 +253,8 @@ def test_worker_killed_mid_batch_loses_nothing_and_records_resends(
         assert len(ids) == 24
         assert eventually(lambda: sum(sends_by_message(sim, ids).values())
             >= 6, timeout=30)
-        worker.send_signal(signal.SIGKILL)
+        # The whole worker, its pool process in the middle of a send too.
+        os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(timeout=10)
         crm_site.processes[1] = worker = start_worker(crm_site)
         # The task the worker died in is gone: the cron wakes the outbox,
@@ -291,8 +294,7 @@ def test_two_workers_never_take_the_same_message(
                     ['status'])), timeout=60)
     finally:
         sim.configure(response_delay=0)
-        second.send_signal(signal.SIGTERM)
-        second.wait(timeout=10)
+        stop_group(second)
     assert set(sends_by_message(sim, ids).values()) == {1}
     assert {m['attempts'] for m in manager.model(
                 'crm.message', 'read', ids, ['attempts'])} == {1}
