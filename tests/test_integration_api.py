@@ -286,6 +286,8 @@ def test_unknown_records_paths_and_methods_are_json_errors(manager_api):
     for path, status, code in [('/leads/2147483647', 404, 'not_found'),
             ('/deals/99999999', 404, 'not_found'),
             ('/leads/abc', 404, 'not_found'),
+            # A newline in the path (werkzeug's path stops at one).
+            ('/leads/%0A/notes', 404, 'not_found'),
             ('/nothing', 404, 'not_found')]:
         got, answer, _ = manager_api.get(path)
         assert got == status and is_error(answer, code), path

@@ -31,6 +31,7 @@ from trytond.protocols.wrappers import (
 from trytond.transaction import Transaction, TransactionError, check_access
 from trytond.wsgi import app
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import PathConverter
 
 from .api_key import PREFIX, SCOPES
 from .capture import identity_keys
@@ -877,7 +878,17 @@ def _answered(request, pool, action):
 _served = with_pool(_answered)
 
 
-@app.route(f'{BASE}/<path:action>',
+class AnyPathConverter(PathConverter):
+    """A path of any characters. werkzeug's own stops at a newline (its
+    regex's "."), so a path holding one (%0A) matched no route and got
+    werkzeug's HTML 404 instead of the API's JSON one."""
+    regex = r'[^/][\s\S]*?'
+
+
+app.url_map.converters['api_path'] = AnyPathConverter
+
+
+@app.route(f'{BASE}/<api_path:action>',
     methods=['GET', 'POST', 'PUT', 'PATCH', 'DELETE'])
 # Also spares trytond trying the Authorization header as a login.
 @set_max_request_size(MAX_REQUEST)
