@@ -44,7 +44,7 @@ ROUTES = {
     '/<database_name>/crm/board/api/<path:action>': DESK_API,
     '/<database_name>/crm/dashboard': DESK_PAGE,
     '/<database_name>/crm/dashboard/api/<path:action>': DESK_API,
-    '/<database_name>/crm/api/v1/<path:action>': API_KEY,
+    '/<database_name>/crm/api/v1/<api_path:action>': API_KEY,
     '/<database_name>/crm/api/v1/openapi.json': PUBLIC_DOCUMENT,
     }
 
